@@ -1,0 +1,100 @@
+"""Environment and checkpoint diagnostics behind ``terramind-nyc info`` (no heavy imports)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .settings import Settings
+
+__all__ = ["environment_info", "backend_availability", "checkpoint_status"]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def backend_availability() -> dict[str, dict[str, Any]]:
+    """Which inference backends are installed, without importing torch or terratorch."""
+    torch_v, tt_v = _version("torch"), _version("terratorch")
+    torch_ok = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("terratorch") is not None
+    out: dict[str, dict[str, Any]] = {
+        "torch": {
+            "available": torch_ok,
+            "detail": f"torch {torch_v}, terratorch {tt_v}" if torch_ok else "pip install 'terramind-nyc[torch]'",
+        }
+    }
+    ort_ok = importlib.util.find_spec("onnxruntime") is not None
+    detail = "pip install 'terramind-nyc[onnx]'"
+    if ort_ok:
+        import onnxruntime as ort  # light compared with torch; safe here
+
+        detail = f"onnxruntime {ort.__version__}; providers {', '.join(ort.get_available_providers())}"
+    out["onnx"] = {"available": ort_ok, "detail": detail}
+    return out
+
+
+def checkpoint_status(settings: Settings, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Where the configured checkpoint is and whether it can be reached right now.
+
+    A local directory must hold ``config.json`` and ``model.safetensors``; a Hugging Face repo id
+    is looked up in the local hub cache first, then on the hub with a short timeout.
+    """
+    ck = settings.checkpoint
+    status: dict[str, Any] = {"id": ck, "revision": settings.checkpoint_revision}
+    path = Path(ck).expanduser()
+    if path.exists() or ck.startswith((".", "/", "~")) or os.sep in ck and not _looks_like_repo_id(ck):
+        files = [f for f in ("config.json", "model.safetensors") if not (path / f).is_file()]
+        status["kind"] = "local"
+        status["reachable"] = path.is_dir() and not files
+        status["detail"] = "local artifact" if status["reachable"] else (
+            f"missing {', '.join(files)} in {path}" if path.is_dir() else f"no directory {path}"
+        )
+        return status
+    status["kind"] = "huggingface"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(ck, "config.json", revision=settings.checkpoint_revision)
+        if isinstance(cached, str):
+            status.update(reachable=True, detail="in the local Hugging Face cache")
+            return status
+    except Exception:  # noqa: BLE001 - cache lookup is best effort
+        pass
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(ck, revision=settings.checkpoint_revision, timeout=timeout_s)
+        status.update(reachable=True, detail="on the Hugging Face hub")
+    except Exception as exc:  # noqa: BLE001 - report any failure as unreachable
+        status.update(
+            reachable=False,
+            detail=f"{type(exc).__name__}: hub not reachable or repo missing; point "
+            "TERRAMIND_NYC_CHECKPOINT at a local artifact directory (see docs/checkpoint.md)",
+        )
+    return status
+
+
+def _looks_like_repo_id(s: str) -> bool:
+    parts = s.split("/")
+    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def environment_info(settings: Settings) -> dict[str, Any]:
+    """Everything ``terramind-nyc info`` prints, as a JSON-safe dict."""
+    catalog = settings.catalog_path if settings.catalog_provider == "local" else settings.catalog_url
+    return {
+        "version": __version__,
+        "backends": backend_availability(),
+        "checkpoint": checkpoint_status(settings),
+        "catalog": f"{settings.catalog_provider}: {catalog}",
+        "backend_setting": settings.backend,
+        "device_setting": settings.device,
+    }

@@ -1,0 +1,78 @@
+import pytest
+
+from terramind_nyc import Settings, SettingsError
+from terramind_nyc.settings import settings_table
+
+
+def test_defaults_are_valid():
+    s = Settings()
+    assert s.crs == "EPSG:32618"
+    assert s.recency_days == 120
+    assert s.backend == "auto"
+
+
+def test_env_then_arguments_precedence():
+    env = {
+        "TERRAMIND_NYC_RECENCY_DAYS": "30",
+        "TERRAMIND_NYC_MAX_CLOUD": "0.05",
+        "TERRAMIND_NYC_DOMAIN_CHECK": "false",
+        "TERRAMIND_NYC_DOMAIN_LAT": "40.0, 41.0",
+        "TERRAMIND_NYC_THREADS": "2",
+        "TERRAMIND_NYC_CHECKPOINT_REVISION": "none",
+        "TERRAMIND_NYC_ONNX_PROVIDERS": "CPUExecutionProvider",
+    }
+    s = Settings.from_env(env)
+    assert s.recency_days == 30 and s.max_cloud == 0.05 and s.domain_check is False
+    assert s.domain_lat == (40.0, 41.0) and s.threads == 2 and s.checkpoint_revision is None
+    assert s.onnx_providers == ("CPUExecutionProvider",)
+    s2 = Settings.from_env(env, recency_days=60)
+    assert s2.recency_days == 60
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"max_cloud": 1.5},
+        {"max_nodata": -0.1},
+        {"recency_days": 0},
+        {"backend": "tensorflow"},
+        {"device": "tpu"},
+        {"threads": 0},
+        {"domain_lat": (41.0, 40.0)},
+        {"catalog_provider": "local"},
+        {"deadline_s": float("nan")},
+        {"checkpoint": ""},
+    ],
+)
+def test_invalid_values_raise(kw):
+    with pytest.raises(SettingsError):
+        Settings(**kw)
+    with pytest.raises(ValueError):  # also a ValueError
+        Settings(**kw)
+
+
+def test_bad_env_value_names_the_variable():
+    with pytest.raises(SettingsError, match="TERRAMIND_NYC_RECENCY_DAYS"):
+        Settings.from_env({"TERRAMIND_NYC_RECENCY_DAYS": "soon"})
+
+
+def test_unknown_override_rejected():
+    with pytest.raises(SettingsError, match="unknown setting"):
+        Settings.from_env({}, recency=3)
+    with pytest.raises(SettingsError):
+        Settings().replace(nope=1)
+
+
+def test_replace_validates_and_to_dict_is_plain():
+    s = Settings().replace(max_cloud=0.3)
+    assert s.max_cloud == 0.3
+    with pytest.raises(SettingsError):
+        s.replace(max_cloud=2)
+    d = s.to_dict()
+    assert isinstance(d["domain_lat"], list)
+
+
+def test_docs_table_lists_every_setting():
+    table = settings_table()
+    for name in Settings.__dataclass_fields__:
+        assert f"`{name}`" in table
