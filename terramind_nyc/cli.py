@@ -64,6 +64,86 @@ def info(ctx: click.Context, as_json: bool) -> None:
     _emit(data, as_json, lines)
 
 
+@cli.command()
+@click.argument("lat", type=float)
+@click.argument("lon", type=float)
+@click.option("--when", default=None, help="Date, datetime, or START/END window (ISO). Default: the recency window.")
+@click.option("--size-m", type=float, default=None, help="Window side in metres (default 2240).")
+@click.option("--radius-m", type=float, default=None, help="Summarise a circle of this radius around the point.")
+@click.option("--geotiff", type=click.Path(dir_okay=False), default=None, help="Write rasters to this GeoTIFF.")
+@click.option("--geojson", type=click.Path(dir_okay=False), default=None, help="Write polygons to this GeoJSON.")
+@click.option("--quicklook", type=click.Path(dir_okay=False), default=None, help="Write a PNG quicklook.")
+@click.option("--riprap", is_flag=True, help="Print the Riprap client's dict instead of the full result.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def fetch(ctx: click.Context, lat: float, lon: float, when: str | None, size_m: float | None,
+          radius_m: float | None, geotiff: str | None, geojson: str | None, quicklook: str | None,
+          riprap: bool, as_json: bool) -> None:
+    """Building density and land-cover fractions around LAT LON."""
+    from .api import fetch as _fetch
+    from .errors import TerramindNYCError
+
+    try:
+        r = _fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx))
+    except TerramindNYCError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if geotiff:
+        r.to_geotiff(geotiff)
+    if geojson:
+        with open(geojson, "w") as fh:
+            json.dump(r.to_geojson(), fh)
+    if quicklook:
+        r.quicklook(quicklook)
+    data = r.to_riprap() if riprap else r.to_dict()
+    s2 = r.provenance.imagery.get("S2L2A", {})
+    lines = [
+        f"point ({r.lat:.5f}, {r.lon:.5f})  window {r.grid.width}x{r.grid.height} px"
+        + (f"  radius {r.radius_m:g} m" if r.radius_m else ""),
+        f"buildings: {100 * r.building_density:.1f}% of the area, {r.n_building_components} components",
+        "land cover: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.lulc_fractions.items()),
+        f"dominant: {r.dominant_class} (confidence {r.confidence:.2f}); nodata {100 * r.nodata_fraction:.1f}%",
+        f"S2 {', '.join(s2.get('item_ids') or [])} ({(s2.get('datetimes') or ['?'])[0]})",
+        f"model {r.provenance.checkpoint.get('id')} via {r.provenance.backend}/{r.provenance.device}"
+        f"  in {r.timings.get('total', 0):.2f} s",
+    ] + [f"warning: {w}" for w in r.warnings]
+    _emit(data, as_json, lines)
+
+
+@cli.command()
+@click.argument("points_file", type=click.File("r"))
+@click.option("--when", default=None, help="Date or START/END window (ISO).")
+@click.option("--size-m", type=float, default=None)
+@click.option("--radius-m", type=float, default=None)
+@click.option("--workers", type=int, default=None, help="Concurrent windows.")
+@click.option("--riprap", is_flag=True, help="One Riprap dict per point.")
+@click.option("--progress/--no-progress", default=True)
+@click.pass_context
+def batch(ctx: click.Context, points_file: Any, when: str | None, size_m: float | None,
+          radius_m: float | None, workers: int | None, riprap: bool, progress: bool) -> None:
+    """Run many points from a CSV (lat,lon per line; a header is skipped) and print JSON lines."""
+    from .api import fetch_many
+
+    points = []
+    for line in points_file:
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 2 or not parts[0] or parts[0].lower() in ("lat", "latitude"):
+            continue
+        points.append((parts[0], parts[1]))
+    def num(v: str) -> Any:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    items = fetch_many([(num(a), num(b)) for a, b in points], when=when, size_m=size_m, radius_m=radius_m,
+                       settings=_settings(ctx), workers=workers, progress=progress)
+    for it in items:
+        if riprap:
+            d = it.result.to_riprap() if it.result is not None else {"ok": False, "err": str(it.error)}
+        else:
+            d = it.to_dict()
+        click.echo(json.dumps(d, default=str))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli(prog_name="terramind-nyc")
 
