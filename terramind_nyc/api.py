@@ -689,15 +689,11 @@ def _run_shared_window(
 ) -> list[BatchItem]:
     """Read and predict one window covering every member's grid, then summarise each member."""
     from .catalog import Deadline, resolve_when
-    from .grid import ChipGrid
+    from .grid import union_grid
 
     t_start = time.perf_counter()
-    grids = [g for _, g in members]
-    first = grids[0]
-    bounds = (min(g.bounds[0] for g in grids), min(g.bounds[1] for g in grids),
-              max(g.bounds[2] for g in grids), max(g.bounds[3] for g in grids))
     try:
-        window = ChipGrid.from_bounds(first.crs, bounds, first.resolution)
+        window = union_grid(g for _, g in members)
         start, end = resolve_when(when, settings)
         runtime = _runtime(settings)
         t = time.perf_counter()

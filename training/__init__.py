@@ -1,0 +1,21 @@
+"""Training for terramind_nyc: dataset build, datamodule, two-head task, eval gate, export.
+
+Run from a checkout as ``python -m training <command>``:
+
+    python -m training build-dataset --out data/nyc --footprints socrata
+    python -m training fit --config training/configs/multihead_base.yaml
+    python -m training gate --multi runs/multihead_base --lulc runs/lulc_base --buildings runs/buildings_base
+    python -m training export runs/multihead_base --out artifacts/terramind-nyc-multihead-base
+    python -m training selfcheck --json
+
+This package imports ``terramind_nyc`` and is never imported by it. Importing ``training``
+itself is cheap; torch, terratorch and Lightning load in the modules that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__: list[str] = []

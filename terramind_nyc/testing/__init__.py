@@ -1,0 +1,75 @@
+"""Test harness: generated imagery, loopback STAC/COG servers and fault injection.
+
+Usable by this project's tests and by anyone testing code built on terramind_nyc, offline::
+
+    from terramind_nyc.testing import CogServer, StacServer, FaultProxy, build_fixture_catalog
+
+    with CogServer(tmp_path) as cogs:
+        cat = build_fixture_catalog(tmp_path, cogs.url)
+        lat, lon = cat.points["cloudy_vs_clear"]
+        settings = cat.settings()                      # local provider over cat.items_path
+        with StacServer([cat.items_path, *cat.collection_paths]) as stac, FaultProxy(stac.url) as api:
+            api.faults.fail(503, "/search")            # the next search fails once
+            settings = settings.replace(catalog_provider="stac-api", catalog_url=api.url)
+
+Nothing here imports torch. The pytest fixtures built on this live in the project's
+``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+from .fixtures import (
+    S1_NODATA,
+    S2_BANDS,
+    S2_OFFSET,
+    S2_RESOLUTION,
+    SCENARIOS,
+    SCL_CLOUD,
+    SCL_NODATA,
+    FixtureCatalog,
+    RealChip,
+    baseline_has_offset,
+    build_fixture_catalog,
+    build_real_chip,
+    chip_fractions,
+    data_dir,
+    fixture_elevation,
+)
+from .servers import (
+    CogServer,
+    FaultProxy,
+    Faults,
+    HarnessError,
+    HarnessUnavailable,
+    PgstacServer,
+    RequestRecord,
+    StacServer,
+    free_port,
+)
+
+__all__ = [
+    "S1_NODATA",
+    "S2_BANDS",
+    "S2_OFFSET",
+    "S2_RESOLUTION",
+    "SCENARIOS",
+    "SCL_CLOUD",
+    "SCL_NODATA",
+    "FixtureCatalog",
+    "RealChip",
+    "baseline_has_offset",
+    "build_fixture_catalog",
+    "build_real_chip",
+    "chip_fractions",
+    "data_dir",
+    "fixture_elevation",
+    "CogServer",
+    "FaultProxy",
+    "Faults",
+    "HarnessError",
+    "HarnessUnavailable",
+    "PgstacServer",
+    "RequestRecord",
+    "StacServer",
+    "free_port",
+]
