@@ -311,16 +311,18 @@ def _window_key(start: datetime, end: datetime) -> tuple[str, str]:
     return (start.date().isoformat(), end.date().isoformat())
 
 
-def _get_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Any) -> Chip:
+def _read_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Any) -> Chip:
     from .chips import read_chip
 
+    return read_chip(grid, when=(start, end), settings=settings, deadline=deadline)
+
+
+def _get_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Any) -> Chip:
     caches = get_caches(settings)
     if caches is None:
-        return read_chip(grid, when=(start, end), settings=settings, deadline=deadline)
+        return _read_chip(grid, start, end, settings, deadline)
     key = stable_key("chip", _grid_key(grid), _window_key(start, end), _chip_settings_key(settings))
-    return caches.chips.get_or_compute(
-        key, lambda: read_chip(grid, when=(start, end), settings=settings, deadline=deadline)
-    )
+    return caches.chips.get_or_compute(key, lambda: _read_chip(grid, start, end, settings, deadline))
 
 
 def _age_days(iso: Any, now: datetime) -> float | None:
@@ -487,20 +489,23 @@ def fetch(
             return dataclasses.replace(hit, cached=True,
                                        timings=dict(hit.timings, total=time.perf_counter() - t_start))
 
-    deadline = Deadline(settings.deadline_s)
-    t = time.perf_counter()
-    chip = _get_chip(grid, start, end, settings, deadline)
-    timings["imagery"] = time.perf_counter() - t
-    _warn_missing(chip)
-    t = time.perf_counter()
-    probs = _predict(chip, runtime)
-    timings["model"] = time.perf_counter() - t
-    result = _build_result(lat=lat, lon=lon, radius_m=radius, grid=grid, chip_grid=chip.grid, chip=chip,
-                           probabilities=probs, runtime=runtime, start=start, end=end, timings=timings,
-                           t_start=t_start)
-    if caches is not None and rkey is not None:
-        caches.results.put(rkey, result)
-    return result
+    def compute() -> Result:
+        deadline = Deadline(settings.deadline_s)
+        t = time.perf_counter()
+        chip = _get_chip(grid, start, end, settings, deadline)
+        timings["imagery"] = time.perf_counter() - t
+        _warn_missing(chip)
+        t = time.perf_counter()
+        probs = _predict(chip, runtime)
+        timings["model"] = time.perf_counter() - t
+        return _build_result(lat=lat, lon=lon, radius_m=radius, grid=grid, chip_grid=chip.grid, chip=chip,
+                             probabilities=probs, runtime=runtime, start=start, end=end, timings=timings,
+                             t_start=t_start)
+
+    if caches is None or rkey is None:
+        return compute()
+    # Single flight: concurrent calls for the same key wait for one computation.
+    return caches.results.get_or_compute(rkey, compute)
 
 
 def _warn_missing(chip: Chip) -> None:

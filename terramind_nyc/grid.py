@@ -37,10 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ChipGrid",
-    "validate_location",
     "chip_grid",
     "summary_mask",
     "union_grid",
+    "validate_location",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ def _area_of_use(crs: str) -> tuple[float, float, float, float] | None:
     return None if aou is None else (aou.west, aou.south, aou.east, aou.north)
 
 
+@functools.lru_cache(maxsize=32)
 def _check_crs(crs: str) -> str:
     from pyproj import CRS
     from pyproj.exceptions import CRSError
@@ -131,7 +132,7 @@ def _utm_code(lat: float, lon: float) -> str:
 
 
 def _round_half_up(v: float) -> int:
-    return int(math.floor(v + 0.5))
+    return math.floor(v + 0.5)
 
 
 def _positive_number(value: Any, name: str) -> float:
@@ -284,8 +285,9 @@ class ChipGrid:
     def rowcol(self, lat: float, lon: float) -> tuple[int, int]:
         """Row and column of the pixel holding a WGS84 point (may lie outside the grid)."""
         x, y = self.xy(lat, lon)
-        col, row = ~self.transform * (x, y)
-        return int(math.floor(row)), int(math.floor(col))
+        col = (x - self.bounds[0]) / self.resolution
+        row = (self.bounds[3] - y) / self.resolution
+        return math.floor(row), math.floor(col)
 
     def contains(self, lat: float, lon: float, radius_m: float = 0.0) -> bool:
         """Whether the disc of ``radius_m`` metres around a WGS84 point lies inside the grid."""

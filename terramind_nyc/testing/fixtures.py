@@ -43,33 +43,34 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
+from affine import Affine
 
 from ..grid import ChipGrid, chip_grid
 from ..settings import Settings
 
 __all__ = [
+    "S1_NODATA",
     "S2_BANDS",
-    "S2_RESOLUTION",
     "S2_OFFSET",
+    "S2_RESOLUTION",
+    "SCENARIOS",
     "SCL_CLOUD",
     "SCL_NODATA",
-    "S1_NODATA",
-    "SCENARIOS",
     "FixtureCatalog",
     "RealChip",
+    "baseline_has_offset",
     "build_fixture_catalog",
     "build_real_chip",
-    "fixture_elevation",
-    "baseline_has_offset",
     "chip_fractions",
     "data_dir",
+    "fixture_elevation",
 ]
 
 log = logging.getLogger(__name__)
@@ -259,7 +260,7 @@ class _Scenario:
     reason: str | None = None  # why nothing is chosen
 
 
-_NOW = datetime(2024, 7, 31, 23, 59, 59, tzinfo=timezone.utc)
+_NOW = datetime(2024, 7, 31, 23, 59, 59, tzinfo=UTC)
 _WHEN = ("2024-05-01", "2024-07-31")
 
 
@@ -325,7 +326,7 @@ def _smooth(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> n
     """Zero-mean, unit-variance smooth noise (float32) with features about ``scale`` pixels across."""
     from scipy.ndimage import zoom
 
-    ch, cw = int(math.ceil(shape[0] / scale)) + 2, int(math.ceil(shape[1] / scale)) + 2
+    ch, cw = math.ceil(shape[0] / scale) + 2, math.ceil(shape[1] / scale) + 2
     coarse = rng.standard_normal((ch, cw)).astype(np.float32)
     fine = zoom(coarse, scale, order=1, grid_mode=False)
     out = fine[: shape[0], : shape[1]]
@@ -352,9 +353,9 @@ def _write_cog(path: Path, data: np.ndarray, *, crs: str, transform: Any, nodata
 
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = data if data.ndim == 3 else data[None]
-    profile: dict[str, Any] = dict(driver="COG", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-                                   dtype=arr.dtype.name, crs=crs, transform=transform, compress="DEFLATE",
-                                   blocksize=256, overview_resampling="nearest" if arr.dtype.kind in "iu" else "average")
+    profile: dict[str, Any] = {"driver": "COG", "width": arr.shape[2], "height": arr.shape[1], "count": arr.shape[0],
+                                   "dtype": arr.dtype.name, "crs": crs, "transform": transform, "compress": "DEFLATE",
+                                   "blocksize": 256, "overview_resampling": "nearest" if arr.dtype.kind in "iu" else "average"}
     # fast DEFLATE and no overviews: these files are written once per test session and read at
     # full resolution (overviews would double the write time of the 10 m bands)
     profile["level"] = 1
@@ -396,11 +397,11 @@ def _bbox(geom: Mapping[str, Any]) -> list[float]:
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_dt(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+    return datetime.fromisoformat(s)
 
 
 def _proj_props(style: str, epsg: int) -> tuple[dict[str, Any], str]:
@@ -442,9 +443,7 @@ class _Region:
     chip_r: int  # chip offset inside the region, 10 m pixels
     chip_c: int
 
-    def transform(self, res: int, col0: int = 0) -> Any:
-        from affine import Affine
-
+    def transform(self, res: int, col0: int = 0) -> Affine:
         return Affine(res, 0.0, self.minx + col0 * res, 0.0, -res, self.maxy)
 
     def chip_window(self, a10: np.ndarray) -> np.ndarray:
@@ -462,9 +461,9 @@ def _region(lat: float, lon: float, settings: Settings, size_m: float) -> _Regio
     miny = math.floor((g.bounds[1] - m) / 60.0) * 60.0
     maxx = math.ceil((g.bounds[2] + m) / 60.0) * 60.0
     maxy = math.ceil((g.bounds[3] + m) / 60.0) * 60.0
-    w10, h10 = int(round((maxx - minx) / 10)), int(round((maxy - miny) / 10))
+    w10, h10 = round((maxx - minx) / 10), round((maxy - miny) / 10)
     return _Region(settings.crs, minx, maxy, w10, h10, g,
-                   int(round((maxy - g.bounds[3]) / 10)), int(round((g.bounds[0] - minx) / 10)))
+                   round((maxy - g.bounds[3]) / 10), round((g.bounds[0] - minx) / 10))
 
 
 class _Writer:
@@ -481,10 +480,10 @@ class _Writer:
         _write_cog(path, data, **kw)
         self.count += 1
 
-    def __enter__(self) -> _Writer:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+    def __exit__(self, et: object, ev: object, tb: object) -> None:
         return None
 
 
@@ -501,37 +500,39 @@ def _scl_and_clouds(rng: np.random.Generator, region: _Region, lc20: np.ndarray,
     c1 = (region.chip_c + region.chip.width + 1) // 2
     inside = np.zeros((h, w), dtype=bool)
     inside[r0:r1, c0:c1] = True
-    guard = np.zeros((h, w), dtype=bool)
-    guard[max(0, r0 - 15):r1 + 15, max(0, c0 - 15):c1 + 15] = True
+    # Chebyshev distance (20 m px) from the chip; "outside" clouds keep a 300 m guard (wider
+    # than the cloud-shadow offset) and thin out towards it instead of ending in a hard edge
+    rr, cc = np.mgrid[0:h, 0:w]
+    dist = np.maximum(np.maximum(r0 - rr, rr - (r1 - 1)), np.maximum(c0 - cc, cc - (c1 - 1))).clip(0)
+    guard = dist <= 15
     field_ = _smooth(rng, (h, w), 14.0)
+    field_out = field_ - np.where(guard, 100.0, 2.5 * np.clip(1.0 - (dist - 15) / 25.0, 0.0, 1.0))
 
-    def clouds(thr: float, where: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c = np.where(where, field_, -np.inf)
-        cloud = c > thr
-        cirrus = (c > thr - 0.25) & ~cloud
+    def clouds(thr: float, fld: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cloud = fld > thr
+        cirrus = (fld > thr - 0.25) & ~cloud
         shadow = np.zeros_like(cloud)
         shadow[8:, 10:] = cloud[:-8, :-10]
-        shadow &= ~(cloud | cirrus) & where
+        shadow &= ~(cloud | cirrus)
         return cloud, cirrus, shadow
 
-    def frac(thr: float, where: np.ndarray, over: np.ndarray) -> float:
-        cl, ci, sh = clouds(thr, where)
+    def frac(thr: float, fld: np.ndarray, over: np.ndarray) -> float:
+        cl, ci, sh = clouds(thr, fld)
         return float((cl | ci | sh)[over].mean())
 
-    def solve(target: float, where: np.ndarray, over: np.ndarray) -> float:
-        if target <= 0:
-            return math.inf
+    def solve(target: float, fld: np.ndarray, over: np.ndarray) -> float:
         lo, hi = -4.0, 4.0
         for _ in range(24):
             mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if frac(mid, where, over) < target else (mid, hi)
+            lo, hi = (lo, mid) if frac(mid, fld, over) < target else (mid, hi)
         return (lo + hi) / 2
 
     masks = []
     if spec.chip_cloud > 0:
-        masks.append(clouds(solve(spec.chip_cloud, np.ones_like(inside), inside), np.ones_like(inside)))
+        masks.append(clouds(solve(spec.chip_cloud, field_, inside), field_))
     if spec.outside_cloud > 0:
-        masks.append(clouds(solve(spec.outside_cloud, ~guard, ~guard), ~guard))
+        cloud, cirrus, shadow = clouds(solve(spec.outside_cloud, field_out, ~guard), field_out)
+        masks.append((cloud, cirrus, shadow & ~guard))
     for cloud, cirrus, shadow in masks:
         high = cloud & (field_ > np.quantile(field_[cloud], 0.5) if cloud.any() else cloud)
         scl[shadow] = 3
@@ -547,7 +548,7 @@ def _s2_scene(rng: np.random.Generator, region: _Region, ground10: np.ndarray, l
     scl20 = _scl_and_clouds(rng, region, lc20, spec)
     h60, w60 = region.h10 // 6, region.w10 // 6
     valid60 = np.zeros((h60, w60), dtype=bool)
-    c0, c1 = int(round(spec.cols[0] * w60)), int(round(spec.cols[1] * w60))
+    c0, c1 = round(spec.cols[0] * w60), round(spec.cols[1] * w60)
     valid60[:, c0:c1] = True
     if spec.chip_valid is not None:
         # a swath edge: nodata above a diagonal line, placed so the chip keeps ~chip_valid valid
@@ -598,13 +599,16 @@ def _ground(rng: np.random.Generator, h10: int, w10: int) -> tuple[np.ndarray, n
 
 
 def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: int = 0,
-                          settings: Settings | None = None) -> FixtureCatalog:
+                          settings: Settings | None = None,
+                          scenarios: Iterable[str] | None = None) -> FixtureCatalog:
     """Write the fixture COGs and STAC items under ``root``; asset hrefs start with ``base_url``.
 
     ``root`` may already be served (start a :class:`~terramind_nyc.testing.CogServer` on an
-    empty folder first, then build into it with its URL). ``seed`` changes the pixel values,
-    never the scenario facts. ``settings`` gives the grid CRS/resolution and the chip-choice
-    limits the expected facts are checked against (default ``Settings()``).
+    empty folder first, then build into it with its URL). ``seed`` changes the pixel values
+    (so chip fractions move a little), never the scenario's choices. ``settings`` gives the grid CRS/resolution and the chip-choice
+    limits the expected facts are checked against (default ``Settings()``). ``scenarios``
+    builds only those (default all of :data:`SCENARIOS`); a scenario's pixels do not depend on
+    which others are built.
 
     ``expected[scenario]`` holds: ``when`` (ISO start, end), ``s2_ids`` (the item(s) a correct
     scene choice returns, several when they must be mosaicked; empty when none qualifies),
@@ -620,14 +624,20 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
     root = Path(root)
     base_url = base_url.rstrip("/")
     size_m = 2240.0
-    scenarios = _scenarios()
+    every = _scenarios()
+    wanted = set(SCENARIOS) if scenarios is None else set(scenarios)
+    unknown = wanted - set(SCENARIOS)
+    if unknown or not wanted:
+        raise ValueError(f"unknown or no scenarios {sorted(unknown)}; choose from {SCENARIOS}")
     with _Writer() as writer:
         items: list[dict[str, Any]] = []
         facts: dict[str, dict[str, Any]] = {}
         expected: dict[str, dict[str, Any]] = {}
         regions: dict[str, _Region] = {}
         epsg = int(s.crs.split(":")[1])
-        for si, sc in enumerate(scenarios):
+        for si, sc in enumerate(every):
+            if sc.name not in wanted:
+                continue
             rng = np.random.default_rng([seed, si])
             reg = _region(sc.lat, sc.lon, s, size_m)
             regions[sc.name] = reg
@@ -643,8 +653,8 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
                 proc = dt + timedelta(hours=9, minutes=13, seconds=7)
                 iid = f"S2{spec.sat}_MSIL2A_{dt:%Y%m%dT%H%M%S}_R{spec.orbit:03d}_T{spec.tile}_{proc:%Y%m%dT%H%M%S}"
                 valid10, bands = _s2_scene(rng, reg, ground10, lc20, spec)
-                c0 = int(round(spec.cols[0] * (reg.w10 // 6))) * 6
-                c1 = int(round(spec.cols[1] * (reg.w10 // 6))) * 6
+                c0 = round(spec.cols[0] * (reg.w10 // 6)) * 6
+                c1 = round(spec.cols[1] * (reg.w10 // 6)) * 6
                 assets: dict[str, Any] = {}
                 for name in (*S2_BANDS, "SCL"):
                     res = S2_RESOLUTION[name]
@@ -706,9 +716,10 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
                        f"{absorb:06d}_{(0x6A000 + absorb) & 0xFFFFFF:06X}_rtc")
                 # speckle (4.4 looks) drawn at 20 m and repeated: realistic statistics, half the entropy
                 speck = _upsample(rng.gamma(4.4, 1.0 / 4.4, (2, reg.h10 // 2, reg.w10 // 2)).astype(np.float32), 2)
+                assert s1_tex is not None
                 sig = _S1_SIG.astype(np.float32)[lc10].transpose(2, 0, 1) * s1_tex[None]
                 lin = np.clip(sig, 1e-5, None) * speck
-                # keep 8 mantissa bits (relative precision ~4e-3, far below like speckle-level detail) so the
+                # keep 8 mantissa bits (relative precision ~4e-3, far below speckle) so the
                 # fixture stays small; the stored values are the truth tests compare against
                 lin = (lin.view(np.uint32) & np.uint32(0xFFFF8000)).view(np.float32)
                 valid = np.ones((reg.h10, reg.w10), dtype=bool)
@@ -754,19 +765,17 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
                 pieces = [(w, e)] if split_lon is None else [(w, split_lon), (split_lon, e)]
                 for pw, pe in pieces:
                     # real tiles: pixel centres on whole arc-seconds -> edges at half arc-seconds
-                    c0 = math.floor(pw / _ARCSEC) - 0.5
-                    c1 = math.ceil(pe / _ARCSEC) + 0.5
-                    r0 = math.ceil(n / _ARCSEC) + 0.5
-                    r1 = math.floor(so / _ARCSEC) - 0.5
-                    width, height = int(round(c1 - c0)), int(round(r0 - r1))
-                    from affine import Affine
-
-                    tr = Affine(_ARCSEC, 0.0, c0 * _ARCSEC, 0.0, -_ARCSEC, r0 * _ARCSEC)
-                    lons = (c0 + 0.5 + np.arange(width)) * _ARCSEC
-                    lats = (r0 - 0.5 - np.arange(height)) * _ARCSEC
+                    e0 = math.floor(pw / _ARCSEC) - 0.5
+                    e1 = math.ceil(pe / _ARCSEC) + 0.5
+                    n0 = math.ceil(n / _ARCSEC) + 0.5
+                    n1 = math.floor(so / _ARCSEC) - 0.5
+                    width, height = round(e1 - e0), round(n0 - n1)
+                    tr = Affine(_ARCSEC, 0.0, e0 * _ARCSEC, 0.0, -_ARCSEC, n0 * _ARCSEC)
+                    lons = (e0 + 0.5 + np.arange(width)) * _ARCSEC
+                    lats = (n0 - 0.5 - np.arange(height)) * _ARCSEC
                     z = fixture_elevation(lons[None, :], lats[:, None]).astype(np.float32)
-                    lat_tag = f"N{int(math.floor(so)):02d}_00"
-                    lon_tag = f"W{int(math.ceil(-pw)):03d}_00"
+                    lat_tag = f"N{math.floor(so):02d}_00"
+                    lon_tag = f"W{math.ceil(-pw):03d}_00"
                     iid = f"Copernicus_DSM_COG_10_{lat_tag}_{lon_tag}_DEM_{sc.name}_{len(dem_ids)}"
                     rel = f"cogs/cop-dem-glo-30/{iid}/data.tif"
                     writer.add(root / rel, z, crs="EPSG:4326", transform=tr, nodata=None, description="elevation")
@@ -827,7 +836,7 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
     log.debug("fixture catalog: %d items, %d COGs under %s", len(items), writer.count, root)
     return FixtureCatalog(
         root=root, items_path=items_path, base_url=base_url,
-        points={sc.name: (sc.lat, sc.lon) for sc in scenarios},
+        points={sc.name: (sc.lat, sc.lon) for sc in every if sc.name in wanted},
         expected=expected, item_facts=facts, collection_paths=coll_paths, now=_NOW, size_m=size_m,
     )
 
@@ -953,8 +962,7 @@ def build_real_chip(root: str | os.PathLike[str], base_url: str, *, tile: str = 
     EPSG:4326 at ``dem_resolution_deg`` (default 1 arc-second, like Copernicus GLO-30).
     """
     import rasterio
-    from affine import Affine
-    from rasterio.warp import Resampling, calculate_default_transform, reproject
+    from rasterio.warp import Resampling, reproject
 
     root = Path(root)
     base_url = base_url.rstrip("/")
@@ -973,8 +981,8 @@ def build_real_chip(root: str | os.PathLike[str], base_url: str, *, tile: str = 
     s2_dn = s2.astype(np.uint16)
     h, w = s2_dn.shape[1:]
 
-    s2_dt = datetime(2020, 4, 8, 14, 37, 29, tzinfo=timezone.utc)
-    s1_dt = datetime.fromisoformat(s1_tag.split(".")[0]).replace(tzinfo=timezone.utc)
+    s2_dt = datetime(2020, 4, 8, 14, 37, 29, tzinfo=UTC)
+    s1_dt = datetime.fromisoformat(s1_tag.split(".")[0]).replace(tzinfo=UTC)
     epsg = int(crs.split(":")[1])
     s2_id = f"S2A_MSIL2A_{s2_dt:%Y%m%dT%H%M%S}_R053_T18HXF_{tile}"
     s1_id = f"S1A_IW_GRDH_1SDV_{s1_dt:%Y%m%dT%H%M%S}_{tile}_rtc"
@@ -1034,9 +1042,11 @@ def build_real_chip(root: str | os.PathLike[str], base_url: str, *, tile: str = 
 
     # DEM: source grid -> EPSG:4326 (average), like a Copernicus tile
     dres = float(dem_resolution_deg)
-    dtr, dw, dh = calculate_default_transform(crs, "EPSG:4326", w, h, *bounds, resolution=dres)
-    dtr = Affine(dres, 0.0, math.floor(dtr.c / dres) * dres - dres, 0.0, -dres, math.ceil(dtr.f / dres) * dres + dres)
-    dw, dh = int(dw) + 3, int(dh) + 3
+    west, south, east, north = grid.bounds_4326
+    c0, r0 = math.floor(west / dres) - 1.5, math.ceil(north / dres) + 1.5  # pixel centres on whole steps
+    dtr = Affine(dres, 0.0, c0 * dres, 0.0, -dres, r0 * dres)
+    dw = int(math.ceil(east / dres) + 1.5 - c0)
+    dh = int(r0 - (math.floor(south / dres) - 1.5))
     dem4326 = np.full((dh, dw), np.nan, dtype=np.float32)
     reproject(dem, dem4326, src_transform=transform, src_crs=crs, dst_transform=dtr, dst_crs="EPSG:4326",
               resampling=Resampling.average, dst_nodata=np.nan)

@@ -1,0 +1,251 @@
+"""The datamodule: chips from the dataset layout -> ``(inputs, targets)`` batches.
+
+``inputs`` is ``{modality: float32 tensor (B, C, H, W)}`` (``(B, C, T, H, W)`` with T > 1
+timesteps) standardised by ``terramind_nyc.runtime``'s own function with the model config's
+statistics (one implementation for training and inference; nodata -> 0 after standardising);
+``targets`` is ``{head: int64 tensor (B, H, W)}`` with -1 = ignore.
+
+Training batches get a random element of the dihedral group D4 (8 rotations/flips) applied
+identically to every input and both masks. Before any training step :meth:`NYCDataModule.setup`
+checks that every file the index names exists, that the index's timesteps match, and that every
+mask value lies in its head's class range (:class:`~training.errors.LabelError` otherwise); it
+also counts the training split's class pixels (for ``weighted_ce`` with ``weights: auto``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from terramind_nyc._compat import ensure_torchvision_importable
+
+from .errors import DatasetError, TrainingConfigError
+from .labels import IGNORE_INDEX, check_mask
+from .layout import MASK_FILES, ChipRecord, DatasetIndex, read_raster
+
+ensure_torchvision_importable()
+import lightning.pytorch as L  # noqa: E402
+
+__all__ = ["ChipDataset", "NYCDataModule", "d4", "Standardiser"]
+
+log = logging.getLogger(__name__)
+
+#: ``(arrays, valid) -> standardised arrays``; arrays ``{modality: (C, H, W)}`` raw units,
+#: valid ``{modality: (H, W) bool}``.
+Standardiser = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def d4(arr: np.ndarray, k: int) -> np.ndarray:
+    """Element ``k`` (0..7) of D4 on the last two axes: ``k % 4`` quarter turns, then a flip if ``k >= 4``."""
+    out = np.rot90(arr, k % 4, axes=(-2, -1))
+    if k >= 4:
+        out = np.flip(out, axis=-1)
+    return np.ascontiguousarray(out)
+
+
+class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]):
+    """Chips of one split, read from their GeoTIFFs and standardised on the fly."""
+
+    def __init__(self, root: str | Path, chips: Sequence[ChipRecord], *, bands: Mapping[str, int],
+                 heads: Sequence[str], standardise: Standardiser, timesteps: int = 1,
+                 augment: bool = False) -> None:
+        self.root = Path(root)
+        self.chips = list(chips)
+        self.bands = dict(bands)
+        self.heads = list(heads)
+        self.standardise = standardise
+        self.timesteps = int(timesteps)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def read(self, i: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Raw arrays ``{modality: (T*C, H, W)}`` (NaN = nodata) and int8 masks ``{head: (H, W)}``."""
+        c = self.chips[i]
+        h, w = int(c.height or 0), int(c.width or 0)
+        arrays: dict[str, np.ndarray] = {}
+        for m, n in self.bands.items():
+            rel = c.files.get(m)
+            if rel is None:  # modality unavailable for this chip: all nodata (standardised to 0)
+                arrays[m] = np.full((n * self.timesteps, h, w), np.nan, dtype=np.float32)
+                continue
+            a = read_raster(self.root / rel).astype(np.float32, copy=False)
+            if a.shape[0] != n * self.timesteps:
+                raise DatasetError(f"{self.root / rel}: {a.shape[0]} bands, expected {n} x {self.timesteps} timesteps")
+            arrays[m] = a
+        masks = {hd: read_raster(self.root / c.files[hd])[0].astype(np.int8, copy=False) for hd in self.heads}
+        return arrays, masks
+
+    def inputs(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Standardise raw arrays with the runtime's function; per timestep when T > 1."""
+        out: dict[str, np.ndarray] = {}
+        steps = []
+        for t in range(self.timesteps):
+            raw, valid = {}, {}
+            for m, a in arrays.items():
+                n = self.bands[m]
+                x = a[t * n:(t + 1) * n]
+                finite = np.isfinite(x)
+                valid[m] = finite.all(axis=0)
+                raw[m] = np.where(finite, x, 0.0).astype(np.float32)
+            steps.append({m: np.asarray(v, dtype=np.float32) for m, v in self.standardise(raw, valid).items()})
+        for m in arrays:
+            out[m] = steps[0][m] if self.timesteps == 1 else np.stack([s[m] for s in steps], axis=1)  # (C, T, H, W)
+        return out
+
+    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        arrays, masks = self.read(i)
+        x = self.inputs(arrays)
+        if self.augment:
+            k = int(torch.randint(0, 8, ()).item())
+            x = {m: d4(a, k) for m, a in x.items()}
+            masks = {h: d4(a, k) for h, a in masks.items()}
+        return ({m: torch.from_numpy(np.ascontiguousarray(a)) for m, a in x.items()},
+                {h: torch.from_numpy(a.astype(np.int64)) for h, a in masks.items()})
+
+
+class NYCDataModule(L.LightningDataModule):
+    """Lightning datamodule over a dataset built by ``python -m training build-dataset``.
+
+    Args:
+        root: dataset root (holds ``index.json``).
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (default ``batch_size``).
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        timesteps: T; must match the dataset's ``timesteps``.
+        augment: random D4 on training batches.
+        modalities: modalities to feed (default: the model config's).
+        check_labels: read every mask in ``setup`` and refuse values outside the class range.
+        pin_memory: DataLoader ``pin_memory`` (useful on GPU).
+    """
+
+    def __init__(self, root: str, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
+                 timesteps: int = 1, augment: bool = True, modalities: list[str] | None = None,
+                 check_labels: bool = True, pin_memory: bool = False) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise TrainingConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise TrainingConfigError(f"num_workers must be >= 0, got {num_workers}")
+        if timesteps < 1:
+            raise TrainingConfigError(f"timesteps must be >= 1, got {timesteps}")
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.timesteps = timesteps
+        self.augment = augment
+        self.modalities = list(modalities) if modalities else None
+        self.check_labels = check_labels
+        self.pin_memory = pin_memory
+        self.index: DatasetIndex | None = None
+        self.class_counts: dict[str, list[int]] = {}
+        self._standardise: Standardiser | None = None
+        self._bands: dict[str, int] | None = None
+        self._datasets: dict[str, ChipDataset] = {}
+        self._checked = False
+
+    # --- configuration from the model ------------------------------------------------------
+    def configure_inputs(self, *, bands: Mapping[str, int], standardise: Standardiser) -> None:
+        """Set the modalities (with band counts) and the standardisation (the model config's)."""
+        self._bands = {m: int(n) for m, n in bands.items() if self.modalities is None or m in self.modalities}
+        if self.modalities:
+            unknown = sorted(set(self.modalities) - set(bands))
+            if unknown:
+                raise TrainingConfigError(f"datamodule modalities {unknown} are not in the model's {sorted(bands)}")
+        self._standardise = standardise
+        self._datasets = {}
+
+    def _inputs_from_trainer(self) -> None:
+        if self._standardise is not None:
+            return
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        if module is None or not hasattr(module, "input_spec"):
+            raise TrainingConfigError("NYCDataModule needs configure_inputs(...) or a TerraMindTask on the trainer")
+        bands, standardise = module.input_spec()
+        self.configure_inputs(bands=bands, standardise=standardise)
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        """Head -> class names recorded in the dataset index."""
+        return self._load_index().classes
+
+    def _load_index(self) -> DatasetIndex:
+        if self.index is None:
+            self.index = DatasetIndex.load(self.root)
+            if self.index.timesteps != self.timesteps:
+                raise TrainingConfigError(
+                    f"the dataset at {self.root} has {self.index.timesteps} timestep(s); the datamodule asks for "
+                    f"{self.timesteps}"
+                )
+        return self.index
+
+    # --- checks before training ------------------------------------------------------------
+    def verify(self, splits: Sequence[str] = ("train", "val", "test")) -> None:
+        """Check files and label ranges of ``splits``; count training class pixels. Raises before training."""
+        index = self._load_index()
+        heads = list(index.classes)
+        if not heads:
+            raise DatasetError(f"dataset index at {self.root} lists no heads/classes")
+        for split in splits:
+            chips = index.ok(split)
+            index.check_files(self.root, chips, required=[*MASK_FILES])
+            if self.check_labels:
+                for c in chips:
+                    for h in heads:
+                        mask = read_raster(self.root / c.files[h])
+                        check_mask(mask, len(index.classes[h]), name=h, where=f"chip {c.id} ({c.files[h]})")
+                        if split == "train":
+                            counts = np.bincount(mask[mask != IGNORE_INDEX].ravel().astype(np.int64),
+                                                 minlength=len(index.classes[h]))
+                            prev = self.class_counts.get(h, [0] * len(counts))
+                            self.class_counts[h] = [int(a + b) for a, b in zip(prev, counts, strict=True)]
+        self._checked = True
+
+    # --- Lightning hooks -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}.get(
+            stage or "fit", ("train", "val", "test"))
+        self._inputs_from_trainer()
+        if not self._checked:
+            self.verify(splits)
+        index = self._load_index()
+        for split in splits:
+            chips = index.ok(split)
+            if not chips:
+                raise DatasetError(f"the {split} split of {self.root} is empty; rebuild with other split fractions")
+            self._datasets[split] = self.dataset(split)
+
+    def dataset(self, split: str) -> ChipDataset:
+        """The dataset of one split (no augmentation outside ``train``)."""
+        self._inputs_from_trainer()
+        assert self._bands is not None and self._standardise is not None
+        index = self._load_index()
+        return ChipDataset(self.root, index.ok(split), bands=self._bands, heads=list(index.classes),
+                           standardise=self._standardise, timesteps=self.timesteps,
+                           augment=self.augment and split == "train")
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader[Any]:
+        ds = self._datasets.get(split) or self.dataset(split)
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                          drop_last=shuffle and len(ds) > batch_size)
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader("test", False, self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader[Any]:
+        return self._loader("test", False, self.eval_batch_size)
