@@ -144,6 +144,31 @@ def batch(ctx: click.Context, points_file: Any, when: str | None, size_m: float 
         click.echo(json.dumps(d, default=str))
 
 
+@cli.command()
+@click.option("--checkpoint", "ck", default=None, help="Use this artifact instead of a tiny random-weight one.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def selfcheck(ctx: click.Context, ck: str | None, as_json: bool) -> None:
+    """Run fetch end to end against a generated local catalog (offline) and report each check."""
+    from .selfcheck import run_selfcheck
+
+    settings = _settings(ctx)
+
+    def show(c: Any) -> None:
+        if not as_json:
+            mark = "PASS" if c.ok else "FAIL"
+            click.echo(f"[{mark}] {c.name} ({c.seconds:.2f} s): {c.detail}")
+
+    checks = run_selfcheck(checkpoint=ck, backend=settings.backend, progress=show)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "checks": [c.__dict__ for c in checks]}, indent=2))
+    else:
+        click.echo(f"selfcheck: {len(checks) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise SystemExit(1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli(prog_name="terramind-nyc")
 
