@@ -1,0 +1,194 @@
+"""The ``python -m training`` command line. Each command parses options and calls one function.
+
+Commands::
+
+    build-dataset   chips + WorldCover + footprints -> the dataset layout (resumable)
+    fit | validate | test
+                    LightningCLI over TerraMindTask + NYCDataModule (``--config training/configs/X.yaml``)
+    gate            evaluate the two-head run and both single-task runs on one test split; verdict
+    export          a terramind_nyc artifact from a run (threshold chosen on val, test metrics)
+    selfcheck       the whole path on a synthetic dataset on this machine (CPU, minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def _logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what}: expected {n} comma-separated numbers, got {text!r}") from None
+    if len(vals) != n:
+        raise argparse.ArgumentTypeError(f"{what}: expected {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build-dataset", help="build (or resume) the NYC two-label dataset")
+    b.add_argument("--out", required=True, help="dataset root (an existing one is resumed)")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--points", help="CSV (lat,lon columns) or GeoJSON of chip centres")
+    where.add_argument("--bbox", help="minlon,minlat,maxlon,maxlat to tile with chips (default: the NYC domain)")
+    b.add_argument("--size", type=int, default=224, help="chip side in pixels (default 224)")
+    b.add_argument("--when", default=None, help="imagery date or START/END window (ISO); default: the recency window")
+    b.add_argument("--footprints", default="socrata",
+                   help="'socrata' (NYC Open Data 5zhs-2jue), a Socrata base URL, or a GeoJSON/GPKG/GeoParquet file")
+    b.add_argument("--footprints-crs", default=None, help="CRS of a footprints file that declares none")
+    b.add_argument("--buildings-extent", default=None,
+                   help="polygon file: building labels are -1 (ignored) outside it (e.g. the NYC boundary)")
+    b.add_argument("--max-lulc-nodata", type=float, default=0.5, help="skip chips with more WorldCover nodata")
+    b.add_argument("--allow-missing", default="", help="modalities a chip may lack, e.g. S1RTC,DEM")
+    b.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test fractions")
+    b.add_argument("--block-m", type=float, default=6720.0, help="side of the spatial split blocks in metres")
+    b.add_argument("--seed", type=int, default=42, help="split seed")
+    b.add_argument("--limit", type=int, default=None, help="build at most this many chip centres")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    g = sub.add_parser("gate", help="evaluate the two-head run against both single-task runs")
+    g.add_argument("--multi", required=True, help="two-head run directory (or .ckpt)")
+    g.add_argument("--lulc", required=True, help="land-cover-only run directory (or .ckpt)")
+    g.add_argument("--buildings", required=True, help="buildings-only run directory (or .ckpt)")
+    g.add_argument("--data", default=None, help="dataset root (default: the two-head run's)")
+    g.add_argument("--out", default=None, help="report folder (default: <multi>/gate)")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    e = sub.add_parser("export", help="write a terramind_nyc artifact from a run")
+    e.add_argument("run", help="run directory (or .ckpt)")
+    e.add_argument("--out", required=True, help="artifact directory")
+    e.add_argument("--data", default=None, help="dataset root (default: the run's)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    s = sub.add_parser("selfcheck", help="synthetic dataset -> train -> gate -> export -> runtime, on this machine")
+    s.add_argument("--workdir", default=None, help="keep everything here (default: a temporary folder)")
+    s.add_argument("--steps", type=int, default=None, help="training steps per run (default: the selfcheck's)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def _build(args: argparse.Namespace) -> int:
+    from terramind_nyc.settings import Settings
+
+    from .build import BuildOptions, Sources, build_dataset, read_points, tile_centres
+    from .footprints import LocalFootprints, open_footprints
+    from .modelconfig import default_classes_and_bands
+
+    settings = Settings.from_env()
+    if args.points:
+        centres = read_points(args.points)
+    else:
+        bbox = _floats(args.bbox, 4, "--bbox") if args.bbox else (
+            settings.domain_lon[0], settings.domain_lat[0], settings.domain_lon[1], settings.domain_lat[1])
+        centres = tile_centres(bbox, settings=settings, size_px=args.size)
+    if args.limit is not None:
+        centres = centres[: args.limit]
+    fr = _floats(args.fractions, 3, "--fractions")
+    classes, bands = default_classes_and_bands()
+    extent = None
+    extent_crs = None
+    if args.buildings_extent:
+        src = LocalFootprints(args.buildings_extent)
+        gdf = src._load()  # noqa: SLF001 - the whole polygon layer
+        extent, extent_crs = gdf.union_all(), gdf.crs.to_string()
+    sources = Sources(settings=settings, footprints=open_footprints(args.footprints, assume_crs=args.footprints_crs),
+                      classes=classes, bands=bands, extent=extent, extent_crs=extent_crs)
+    opts = BuildOptions(out=Path(args.out), centres=tuple(centres), size_px=args.size, when=args.when,
+                        max_lulc_nodata=args.max_lulc_nodata,
+                        allow_missing=tuple(m for m in args.allow_missing.split(",") if m),
+                        fractions={"train": fr[0], "val": fr[1], "test": fr[2]}, block_m=args.block_m,
+                        seed=args.seed, progress=not args.no_progress)
+    summary = build_dataset(opts, sources)
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(f"dataset {summary.root}: {summary.ok} chips ok, {summary.skipped} skipped, "
+              f"{summary.failed} failed (rerun to retry), {summary.resumed} resumed")
+        for k, v in sorted(summary.reasons.items()):
+            print(f"  {k}: {v}")
+        if summary.splits:
+            print("  split: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.splits.items())))
+    return 0 if summary.failed == 0 else 3
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from .evaluate import run_gate
+
+    result, paths = run_gate(args.multi, args.lulc, args.buildings, data=args.data, out=args.out,
+                             batch_size=args.batch_size, device=args.device)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print(f"verdict: {result.verdict} ({result.rule})")
+        for h, c in result.heads.items():
+            print(f"  {h}: {c.metric} two-head {100 * c.multi:.2f} %, single {100 * c.single:.2f} %, "
+                  f"{c.delta_pp:+.2f} pp")
+        print(f"report: {paths[1]} and {paths[0]}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    summary = export_run(args.run, args.out, data=args.data, batch_size=args.batch_size, device=args.device)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(f"artifact written to {summary['artifact']} (buildings threshold {summary['threshold']:.2f})")
+    return 0
+
+
+def _selfcheck(args: argparse.Namespace) -> int:
+    from .selfcheck import run_selfcheck
+
+    result = run_selfcheck(workdir=args.workdir, steps=args.steps)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        for line in result.lines():
+            print(line)
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from .lightning_cli import run_lightning_cli
+
+        run_lightning_cli(argv)
+        return 0
+    args = _parser().parse_args(argv)
+    _logging(args.verbose, args.quiet)
+    handlers: dict[str, Any] = {"build-dataset": _build, "gate": _gate, "export": _export, "selfcheck": _selfcheck}
+    from terramind_nyc.errors import TerramindNYCError
+
+    try:
+        return int(handlers[args.command](args))
+    except TerramindNYCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

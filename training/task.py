@@ -1,0 +1,243 @@
+"""The LightningModule: terramind_nyc's two-head network, per-head losses and metrics.
+
+``heads`` selects both heads (the two-head model) or one (a single-task baseline) with the same
+code: the network is built from the model config restricted to those heads. The network (and so
+every head) is built in ``__init__``, before Lightning calls ``configure_optimizers``, whose
+parameter groups are taken from the live module: encoder parameters at ``lr_encoder`` (absent
+when the encoder is frozen), neck and heads at ``lr_heads``. The feature pyramid is the neck's
+learned one (terramind_nyc.network). Loss = sum over heads of ``loss_weights[head] * loss[head]``.
+
+Logged: ``train/loss``, ``train/<head>_loss``, ``val/loss``, ``val/<head>_loss`` and per head
+``val/<head>_mIoU``, ``val/<head>_IoU_<class>``, ``val/<head>_F1``, ``val/<head>_pixel_acc``
+(``test/`` likewise). ``configure_callbacks`` adds the best-checkpoint (lowest ``val/loss``,
+``checkpoints/best.ckpt``), early stopping on ``val/loss`` and a learning-rate monitor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from terramind_nyc._compat import ensure_torchvision_importable
+
+from . import modelconfig
+from .errors import TrainingConfigError
+from .losses import auto_class_weights, build_loss
+from .metrics import HeadMetrics
+
+ensure_torchvision_importable()
+import lightning.pytorch as L  # noqa: E402
+
+__all__ = ["TerraMindTask", "DEFAULT_LOSSES"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOSSES: dict[str, dict[str, Any]] = {
+    "lulc": {"name": "ce"},
+    "buildings": {"name": "weighted_ce", "weights": "auto"},
+}
+
+
+class TerraMindTask(L.LightningModule):
+    """Two-head (or single-head) TerraMind segmentation task.
+
+    Args:
+        encoder: ``terramind_v1_{tiny,small,base,large}``.
+        heads: heads to train (a subset of the model config's: ``lulc``, ``buildings``).
+        pretrained: True = TerraMind's pretrained encoder from the hub (terratorch downloads it),
+            a path = the same weights from a local file, False = random initialisation.
+        losses: per head ``{"name": ce|weighted_ce|focal|dice, "weights": [...]|"auto", "gamma": 2.0}``.
+        loss_weights: per head weight of its loss in the total (a, b).
+        lr_encoder: learning rate of the encoder.
+        lr_heads: learning rate of the neck and heads.
+        weight_decay: AdamW weight decay.
+        freeze_encoder: keep the encoder's weights fixed (only neck and heads train).
+        scheduler_patience: ReduceLROnPlateau patience (validation epochs) on ``val/loss``.
+        scheduler_factor: ReduceLROnPlateau factor.
+        early_stopping_patience: validation epochs without ``val/loss`` improvement before stopping
+            (None: no early stopping).
+        decoder_channels: UNet decoder channels per head (default the config's, [512, 256, 128, 64]).
+        tile_size: the tile size the model is trained and served at (224 for real data).
+        timesteps: T (temporal input) of the model config.
+        modalities: encoder modalities (default S2L2A, S1RTC, DEM).
+    """
+
+    def __init__(
+        self,
+        encoder: str = "terramind_v1_base",
+        heads: list[str] | None = None,
+        pretrained: bool | str = True,
+        losses: dict[str, dict[str, Any]] | None = None,
+        loss_weights: dict[str, float] | None = None,
+        lr_encoder: float = 1e-5,
+        lr_heads: float = 1e-4,
+        weight_decay: float = 0.05,
+        freeze_encoder: bool = False,
+        scheduler_patience: int = 3,
+        scheduler_factor: float = 0.5,
+        early_stopping_patience: int | None = 10,
+        decoder_channels: list[int] | None = None,
+        tile_size: int = 224,
+        timesteps: int = 1,
+        modalities: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = modelconfig.make_config(encoder=encoder, heads=heads, tile_size=tile_size, timesteps=timesteps,
+                                              modalities=modalities, decoder_channels=decoder_channels)
+        self.classes: dict[str, list[str]] = modelconfig.head_classes(self.config)
+        self.head_names = list(self.classes)
+        losses = {h: dict(DEFAULT_LOSSES.get(h, {"name": "ce"})) for h in self.head_names} if losses is None else losses
+        unknown = sorted(set(losses) - set(self.head_names))
+        if unknown:
+            raise TrainingConfigError(f"losses name heads {unknown} that this task does not train "
+                                      f"({self.head_names})")
+        missing = [h for h in self.head_names if h not in losses]
+        if missing:
+            raise TrainingConfigError(f"no loss configured for head(s) {missing}")
+        weights = {h: 1.0 for h in self.head_names} if loss_weights is None else dict(loss_weights)
+        unknown = sorted(set(weights) - set(self.head_names))
+        if unknown or any(h not in weights for h in self.head_names):
+            raise TrainingConfigError(f"loss_weights must name exactly the heads {self.head_names}, got {sorted(weights)}")
+        if any(not (float(w) >= 0) for w in weights.values()):
+            raise TrainingConfigError(f"loss_weights must be >= 0, got {weights}")
+        for name, v in (("lr_encoder", lr_encoder), ("lr_heads", lr_heads)):
+            if not v > 0:
+                raise TrainingConfigError(f"{name} must be > 0, got {v}")
+        self.loss_weights = {h: float(w) for h, w in weights.items()}
+        self.losses = nn.ModuleDict()
+        for h in self.head_names:
+            spec = dict(losses[h])
+            name = spec.pop("name", None)
+            if name is None:
+                raise TrainingConfigError(f"the loss of head {h!r} needs a 'name'")
+            extra = sorted(set(spec) - {"weights", "gamma"})
+            if extra:
+                raise TrainingConfigError(f"unknown loss option(s) {extra} for head {h!r}; use weights, gamma")
+            self.losses[h] = build_loss(str(name), len(self.classes[h]), weights=spec.get("weights"),
+                                        gamma=float(spec.get("gamma", 2.0)), head=h)
+        # the network, and so every head, exists before configure_optimizers runs
+        self.network = modelconfig.build_network(self.config, pretrained=pretrained)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            for p in modelconfig.encoder_of(self.network).parameters():
+                p.requires_grad_(False)
+        self.metrics = nn.ModuleDict({
+            f"{stage}_{h}": HeadMetrics(h, self.classes[h]) for stage in ("val", "test") for h in self.head_names
+        })
+
+    # --- inputs ---------------------------------------------------------------------------
+    def input_spec(self) -> tuple[dict[str, int], Any]:
+        """(band count per modality, the runtime's standardisation for this config) for the datamodule."""
+        return modelconfig.band_counts(self.config), modelconfig.standardiser(self.config)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        data_classes = dm.classes
+        for h in self.head_names:
+            if h not in data_classes:
+                raise TrainingConfigError(f"head {h!r} has no labels in the dataset at {dm.root} "
+                                          f"(it has {sorted(data_classes)})")
+            if list(data_classes[h]) != self.classes[h]:
+                raise TrainingConfigError(
+                    f"head {h!r}: the dataset's classes {data_classes[h]} differ from the model's {self.classes[h]} "
+                    "(names and order must match)"
+                )
+        if stage == "fit":
+            dm.verify(("train", "val"))
+            for h, loss in self.losses.items():
+                if getattr(loss, "auto_weights", False):
+                    w = auto_class_weights(dm.class_counts[h])
+                    loss.set_weights(w)
+                    log.info("head %s: class weights from the training split %s", h, [round(v, 3) for v in w])
+
+    # --- forward --------------------------------------------------------------------------
+    def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Logits per head at input resolution."""
+        return modelconfig.forward(self.network, inputs)
+
+    @torch.no_grad()
+    def predict_probabilities(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Softmax probabilities per head (eval mode is the caller's business)."""
+        return {h: v.float().softmax(dim=1) for h, v in self(inputs).items()}
+
+    def _losses(self, out: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {h: self.losses[h](out[h], targets[h]) for h in self.head_names}
+        total = sum((self.loss_weights[h] * parts[h] for h in self.head_names), torch.zeros((), device=self.device))
+        return total, parts
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        out = self(inputs)
+        loss, parts = self._losses(out, targets)
+        bs = next(iter(targets.values())).shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for h, v in parts.items():
+            self.log(f"train/{h}_loss", v, batch_size=bs)
+        return loss
+
+    def _eval_step(self, stage: str, batch: Any) -> torch.Tensor:
+        inputs, targets = batch
+        out = self(inputs)
+        loss, parts = self._losses(out, targets)
+        bs = next(iter(targets.values())).shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        for h, v in parts.items():
+            self.log(f"{stage}/{h}_loss", v, batch_size=bs, sync_dist=True)
+            self.metrics[f"{stage}_{h}"].update(out[h].argmax(dim=1), targets[h])
+        return loss
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        for h in self.head_names:
+            m = self.metrics[f"{stage}_{h}"]
+            scores = m.compute()
+            scores.pop(f"{h}_pixels", None)
+            self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=False)
+            m.reset()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # --- optimisation ---------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups from the live module: encoder vs everything else (neck + heads)."""
+        enc_ids = {id(p) for p in modelconfig.encoder_of(self.network).parameters()}
+        enc = [p for p in self.network.parameters() if id(p) in enc_ids and p.requires_grad]
+        rest = [p for p in self.network.parameters() if id(p) not in enc_ids and p.requires_grad]
+        groups = []
+        if enc:
+            groups.append({"params": enc, "lr": self.hparams["lr_encoder"], "name": "encoder"})
+        groups.append({"params": rest, "lr": self.hparams["lr_heads"], "name": "heads"})
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.param_groups(), weight_decay=self.hparams["weight_decay"])
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.hparams["scheduler_factor"],
+                                                           patience=self.hparams["scheduler_patience"])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
+
+    def configure_callbacks(self) -> list[Any]:
+        from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+        cbs: list[Any] = [ModelCheckpoint(monitor="val/loss", mode="min", filename="best", save_top_k=1,
+                                          auto_insert_metric_name=False)]
+        if self.hparams["early_stopping_patience"] is not None:
+            cbs.append(EarlyStopping(monitor="val/loss", mode="min", patience=self.hparams["early_stopping_patience"]))
+        if self._trainer is not None and self.trainer.logger is not None:
+            cbs.append(LearningRateMonitor(logging_interval="epoch"))
+        return cbs
