@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlparse
 import geopandas as gpd
 import numpy as np
 import pytest
-from affine import Affine
 from shapely.geometry import box, mapping
 
 from training.errors import DatasetError

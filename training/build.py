@@ -24,9 +24,11 @@ import dataclasses
 import json
 import logging
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from terramind_nyc.errors import (
     DeadlineExceededError,
     InvalidLocationError,
     NoSceneError,
+    TerramindNYCWarning,
 )
 from terramind_nyc.grid import ChipGrid
 from terramind_nyc.settings import Settings
@@ -56,9 +59,9 @@ from .layout import (
     remove_stray_temporaries,
 )
 from .split import DEFAULT_BLOCK_M, DEFAULT_FRACTIONS, DEFAULT_SEED, assign_splits
-from .worldcover import WORLDCOVER_ASSET, WORLDCOVER_COLLECTION, WorldCoverMissingError
+from .worldcover import WORLDCOVER_ASSET, WORLDCOVER_COLLECTION, WorldCoverMissingError, WorldCoverReadError
 
-__all__ = ["BuildOptions", "BuildSummary", "build_dataset", "tile_centres", "read_points", "chip_id"]
+__all__ = ["BuildOptions", "BuildSummary", "build_dataset", "chip_id", "read_points", "tile_centres"]
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,7 @@ def tile_centres(bbox: Sequence[float], *, settings: Settings, size_px: int = 22
         raise DatasetError(f"bbox must be minlon,minlat,maxlon,maxlat with min < max, got {list(bbox)}")
     fwd = Transformer.from_crs("EPSG:4326", settings.crs, always_xy=True)
     inv = Transformer.from_crs(settings.crs, "EPSG:4326", always_xy=True)
-    x0, y0, x1, y1 = fwd.transform_bounds(*bbox, densify_pts=21)
+    x0, y0, x1, y1 = fwd.transform_bounds(bbox[0], bbox[1], bbox[2], bbox[3], densify_pts=21)
     side = size_px * settings.resolution_m
     x0 = math.floor(x0 / side) * side
     y0 = math.floor(y0 / side) * side
@@ -196,6 +199,8 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
         return "deadline", False
     if isinstance(exc, FootprintsUnavailableError):
         return "footprints unavailable", False
+    if isinstance(exc, WorldCoverReadError):
+        return "WorldCover unavailable", False
     if isinstance(exc, (CatalogError, ChipError)):
         return "imagery unavailable", False
     raise exc
@@ -235,17 +240,29 @@ class Sources:
     """``grid -> WorldCoverLabels``; default: search ``esa-worldcover`` in the settings' catalog."""
 
 
+#: WorldCover 2021 v200 covers calendar year 2021 (the 2020 v100 map is the same collection).
+WORLDCOVER_YEAR = 2021
+
+
 def _default_worldcover(src: Sources) -> Callable[[ChipGrid], Any]:
-    from terramind_nyc.catalog import get_catalog
+    """WorldCover through terramind_nyc's catalog (same provider, signing, retries, deadline)."""
+    from datetime import datetime
+
+    from terramind_nyc.catalog import Deadline, get_catalog
 
     from .worldcover import worldcover_labels
 
-    catalog = get_catalog(src.settings)
+    s = src.settings
+    catalog = get_catalog(s)
+    start = datetime(WORLDCOVER_YEAR, 1, 1, tzinfo=UTC)
+    end = datetime(WORLDCOVER_YEAR, 12, 31, 23, 59, 59, tzinfo=UTC)
+    env = {"GDAL_HTTP_TIMEOUT": str(math.ceil(s.http_timeout_s)), "GDAL_HTTP_MAX_RETRY": str(s.http_retries),
+           "GDAL_HTTP_RETRY_DELAY": str(s.http_backoff_s)}
 
     def read(grid: ChipGrid) -> Any:
-        items = catalog.search_collection(WORLDCOVER_COLLECTION, grid.bounds_4326)
-        return worldcover_labels(grid, src.classes["lulc"], items=items, sign=catalog.sign_href,
-                                 asset=WORLDCOVER_ASSET)
+        items = catalog.search(WORLDCOVER_COLLECTION, bbox_4326=grid.bounds_4326, start=start, end=end,
+                               deadline=Deadline(s.deadline_s))  # signed by the catalog
+        return worldcover_labels(grid, src.classes["lulc"], items=items, asset=WORLDCOVER_ASSET, gdal_env=env)
 
     return read
 
@@ -263,7 +280,9 @@ def _one_chip(opts: BuildOptions, src: Sources, grid: ChipGrid, cid: str, lat: f
     from terramind_nyc.catalog import Deadline
 
     deadline = Deadline(src.settings.deadline_s)
-    chip = read_chip(grid, when=opts.when, settings=src.settings, deadline=deadline)
+    with warnings.catch_warnings():  # a missing modality is recorded in the chip record instead
+        warnings.simplefilter("ignore", TerramindNYCWarning)
+        chip = read_chip(grid, when=opts.when, settings=src.settings, deadline=deadline)
     missing = tuple(getattr(chip, "missing", ()) or ())
     bad = [m for m in missing if m not in opts.allow_missing]
     if "S2L2A" in missing or bad:
@@ -289,10 +308,11 @@ def _one_chip(opts: BuildOptions, src: Sources, grid: ChipGrid, cid: str, lat: f
         for h, mask in masks.items():
             w.write(h, MASK_FILES[h], mask, nodata=IGNORE_INDEX)
         files = w.commit()
-    prov = _jsonable(getattr(chip, "provenance", {}))
+    meta = chip.metadata() if hasattr(chip, "metadata") else {"provenance": getattr(chip, "provenance", {})}
+    prov = _jsonable({k: v for k, v in meta.items() if k not in ("grid", "timings")})
     prov_all = {"imagery": prov, "worldcover": {"items": list(wc.item_ids), "nodata_fraction": wc.nodata_fraction,
                                                 "codes": {str(k): v for k, v in wc.codes.items()}},
-                "footprints": {**src.footprints.describe(), "features": int(len(gdf))}}
+                "footprints": {**src.footprints.describe(), "features": len(gdf)}}
     stats = _label_stats(masks, src.classes)
     stats["valid_fraction"] = {m: float(np.asarray(v, dtype=bool).mean()) for m, v in chip.masks.items()}
     return ChipRecord(id=cid, lat=lat, lon=lon, status="ok", files=files, crs=grid.crs, transform=transform,
@@ -352,9 +372,9 @@ def _compatible(index: DatasetIndex, meta: Mapping[str, Any], root: Path) -> Non
 
 def build_dataset(opts: BuildOptions, src: Sources) -> BuildSummary:
     """Build (or resume) the dataset at ``opts.out``; return what happened."""
-    from terramind_nyc.grid import chip_grid
-
     from tqdm.auto import tqdm
+
+    from terramind_nyc.grid import chip_grid
 
     root = Path(opts.out)
     root.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,9 @@ from .labels import IGNORE_INDEX, check_mask
 from .layout import MASK_FILES, ChipRecord, DatasetIndex, read_raster
 
 ensure_torchvision_importable()
-import lightning.pytorch as L  # noqa: E402
+import lightning.pytorch as L
 
-__all__ = ["ChipDataset", "NYCDataModule", "d4", "Standardiser"]
+__all__ = ["ChipDataset", "NYCDataModule", "Standardiser", "d4"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
 
     def __init__(self, root: str | Path, chips: Sequence[ChipRecord], *, bands: Mapping[str, int],
                  heads: Sequence[str], standardise: Standardiser, timesteps: int = 1,
-                 augment: bool = False) -> None:
+                 augment: bool = False, cache: bool = False) -> None:
         self.root = Path(root)
         self.chips = list(chips)
         self.bands = dict(bands)
@@ -62,6 +62,8 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
         self.standardise = standardise
         self.timesteps = int(timesteps)
         self.augment = augment
+        self.cache = cache
+        self._cache: dict[int, tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]] = {}
 
     def __len__(self) -> int:
         return len(self.chips)
@@ -84,25 +86,24 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
         return arrays, masks
 
     def inputs(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Standardise raw arrays with the runtime's function; per timestep when T > 1."""
-        out: dict[str, np.ndarray] = {}
-        steps = []
-        for t in range(self.timesteps):
-            raw, valid = {}, {}
-            for m, a in arrays.items():
-                n = self.bands[m]
-                x = a[t * n:(t + 1) * n]
-                finite = np.isfinite(x)
-                valid[m] = finite.all(axis=0)
-                raw[m] = np.where(finite, x, 0.0).astype(np.float32)
-            steps.append({m: np.asarray(v, dtype=np.float32) for m, v in self.standardise(raw, valid).items()})
-        for m in arrays:
-            out[m] = steps[0][m] if self.timesteps == 1 else np.stack([s[m] for s in steps], axis=1)  # (C, T, H, W)
-        return out
+        """Standardise raw arrays with the runtime's function: ``(C, H, W)``, or ``(C, T, H, W)`` when T > 1."""
+        raw, valid = {}, {}
+        t = self.timesteps
+        for m, a in arrays.items():
+            x = a if t == 1 else a.reshape(t, self.bands[m], *a.shape[-2:]).transpose(1, 0, 2, 3)
+            finite = np.isfinite(x)
+            valid[m] = finite.all(axis=0)  # (H, W), or (T, H, W)
+            raw[m] = np.where(finite, x, 0.0).astype(np.float32)
+        return {m: np.asarray(v, dtype=np.float32) for m, v in self.standardise(raw, valid).items()}
 
     def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        arrays, masks = self.read(i)
-        x = self.inputs(arrays)
+        if self.cache and i in self._cache:
+            x, masks = self._cache[i]
+        else:
+            arrays, masks = self.read(i)
+            x = self.inputs(arrays)
+            if self.cache:
+                self._cache[i] = (x, masks)
         if self.augment:
             k = int(torch.randint(0, 8, ()).item())
             x = {m: d4(a, k) for m, a in x.items()}
@@ -124,11 +125,13 @@ class NYCDataModule(L.LightningDataModule):
         modalities: modalities to feed (default: the model config's).
         check_labels: read every mask in ``setup`` and refuse values outside the class range.
         pin_memory: DataLoader ``pin_memory`` (useful on GPU).
+        cache: keep each chip's standardised arrays in memory after the first read (per worker;
+            about 3 MB per 224 px chip).
     """
 
     def __init__(self, root: str, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
                  timesteps: int = 1, augment: bool = True, modalities: list[str] | None = None,
-                 check_labels: bool = True, pin_memory: bool = False) -> None:
+                 check_labels: bool = True, pin_memory: bool = False, cache: bool = False) -> None:
         super().__init__()
         if batch_size < 1:
             raise TrainingConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -145,6 +148,7 @@ class NYCDataModule(L.LightningDataModule):
         self.modalities = list(modalities) if modalities else None
         self.check_labels = check_labels
         self.pin_memory = pin_memory
+        self.cache = cache
         self.index: DatasetIndex | None = None
         self.class_counts: dict[str, list[int]] = {}
         self._standardise: Standardiser | None = None
@@ -230,7 +234,7 @@ class NYCDataModule(L.LightningDataModule):
         index = self._load_index()
         return ChipDataset(self.root, index.ok(split), bands=self._bands, heads=list(index.classes),
                            standardise=self._standardise, timesteps=self.timesteps,
-                           augment=self.augment and split == "train")
+                           augment=self.augment and split == "train", cache=self.cache)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader[Any]:
         ds = self._datasets.get(split) or self.dataset(split)

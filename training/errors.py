@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from terramind_nyc.errors import TerramindNYCError
 
-__all__ = ["TrainingError", "TrainingConfigError", "DatasetError", "DatasetFileError", "LabelError"]
+__all__ = ["DatasetError", "DatasetFileError", "LabelError", "TrainingConfigError", "TrainingError"]
 
 
 class TrainingError(TerramindNYCError):

@@ -21,8 +21,16 @@ from .errors import DatasetFileError, TrainingConfigError
 from .gate import GateResult, compare, write_report
 from .metrics import HeadMetrics
 
-__all__ = ["Run", "resolve_run", "load_task", "datamodule_for", "evaluate", "choose_threshold", "run_gate",
-           "Evaluation"]
+__all__ = [
+    "Evaluation",
+    "Run",
+    "choose_threshold",
+    "datamodule_for",
+    "evaluate",
+    "load_task",
+    "resolve_run",
+    "run_gate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +207,10 @@ def run_gate(multi: str | Path, lulc: str | Path, buildings: str | Path, *, data
         results[k] = evaluate(t, dm, "test")
         log.info("%s: %s", k, {m: round(v, 4) for m, v in results[k].metrics.items() if m.endswith("IoU")})
     classes = {h: tasks["multi"].classes[h] for h in ("lulc", "buildings")}
-    for h in classes:
-        if tasks[h].classes[h] != classes[h]:
+    for h, names in classes.items():
+        if tasks[h].classes[h] != names:
             raise TrainingConfigError(f"head {h}: the baseline's classes {tasks[h].classes[h]} differ from the "
-                                      f"two-head model's {classes[h]}")
+                                      f"two-head model's {names}")
     provenance: dict[str, Any] = {k: r.to_dict() for k, r in runs.items()}
     provenance["data"] = {"root": str(root), "split": "test", "chips": results["multi"].chips}
     result = compare(results["multi"].metrics, {"lulc": results["lulc"].metrics,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = No
     index = DatasetIndex.load(root)
     ckpt = torch.load(str(r.checkpoint), map_location="cpu", weights_only=False)
     provenance = {
-        "exported": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "exported": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "run": r.path.name,
         "checkpoint": r.checkpoint.name,
         "epoch": ckpt.get("epoch"),

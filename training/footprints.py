@@ -29,14 +29,14 @@ from .errors import DatasetError, TrainingError
 from .labels import IGNORE_INDEX
 
 __all__ = [
-    "FootprintSource",
-    "SocrataFootprints",
-    "LocalFootprints",
-    "FootprintsUnavailableError",
-    "rasterize_footprints",
-    "open_footprints",
-    "SOCRATA_DOMAIN",
     "SOCRATA_DATASET",
+    "SOCRATA_DOMAIN",
+    "FootprintSource",
+    "FootprintsUnavailableError",
+    "LocalFootprints",
+    "SocrataFootprints",
+    "open_footprints",
+    "rasterize_footprints",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class LocalFootprints:
 
     def describe(self) -> dict[str, Any]:
         gdf = self._load()
-        return {"kind": "file", "name": self.path.name, "crs": gdf.crs.to_string(), "features": int(len(gdf))}
+        return {"kind": "file", "name": self.path.name, "crs": gdf.crs.to_string(), "features": len(gdf)}
 
 
 class SocrataFootprints:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from .layout import write_json_atomic
 
-__all__ = ["Verdict", "HeadComparison", "GateResult", "gate_metric_key", "decide", "compare", "write_report"]
+__all__ = ["GateResult", "HeadComparison", "Verdict", "compare", "decide", "gate_metric_key", "write_report"]
 
 Verdict = Literal["Strong", "Acceptable", "Negative", "Unacceptable"]
 

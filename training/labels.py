@@ -18,9 +18,9 @@ __all__ = [
     "IGNORE_INDEX",
     "WORLDCOVER_NODATA",
     "WORLDCOVER_TO_CLASS",
-    "worldcover_lut",
-    "map_worldcover",
     "check_mask",
+    "map_worldcover",
+    "worldcover_lut",
 ]
 
 #: Label value ignored by every loss and metric (nodata, outside the labelled area).

@@ -32,29 +32,29 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 
 from .errors import DatasetError, DatasetFileError
 
 __all__ = [
+    "CHIPS_DIR",
     "INDEX_NAME",
     "INDEX_SCHEMA",
-    "CHIPS_DIR",
-    "MODALITY_FILES",
     "MASK_FILES",
+    "MODALITY_FILES",
+    "SPLITS",
     "ChipRecord",
+    "ChipWriter",
     "DatasetIndex",
+    "new_index",
+    "read_raster",
+    "remove_stray_temporaries",
     "write_json_atomic",
     "write_raster",
-    "read_raster",
-    "ChipWriter",
-    "remove_stray_temporaries",
-    "new_index",
-    "SPLITS",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ Status = Literal["ok", "skipped"]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def write_raster(path: str | os.PathLike[str], array: np.ndarray, *, crs: str, transform: Sequence[float],
-                 nodata: float | int | None, descriptions: Sequence[str] | None = None) -> None:
+                 nodata: float | None, descriptions: Sequence[str] | None = None) -> None:
     """Write a (bands, H, W) array as a tiled, deflate-compressed GeoTIFF."""
     import rasterio
     from affine import Affine
@@ -331,7 +331,7 @@ class ChipWriter:
         self.files: dict[str, str] = {}
         self._committed = False
 
-    def __enter__(self) -> ChipWriter:
+    def __enter__(self) -> Self:
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
@@ -341,7 +341,7 @@ class ChipWriter:
         if not self._committed and self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def write(self, key: str, filename: str, array: np.ndarray, *, nodata: float | int | None,
+    def write(self, key: str, filename: str, array: np.ndarray, *, nodata: float | None,
               descriptions: Sequence[str] | None = None) -> None:
         write_raster(self.tmp / filename, array, crs=self.crs, transform=self.transform, nodata=nodata,
                      descriptions=descriptions)

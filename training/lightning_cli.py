@@ -8,16 +8,17 @@ directory: it holds ``config.yaml`` (saved by LightningCLI), ``metrics.csv`` and
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from terramind_nyc._compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
+from lightning.pytorch.cli import LightningCLI
 
-from .data import NYCDataModule  # noqa: E402
-from .task import TerraMindTask  # noqa: E402
+from .data import NYCDataModule
+from .task import TerraMindTask
 
 __all__ = ["TrainingCLI", "run_lightning_cli"]
 
@@ -31,11 +32,16 @@ class TrainingCLI(LightningCLI):
 
 def run_lightning_cli(argv: Sequence[str]) -> TrainingCLI:
     """Run one LightningCLI subcommand (``fit``, ``validate``, ``test``) with ``argv``."""
-    return TrainingCLI(
-        TerraMindTask,
-        NYCDataModule,
-        args=list(argv),
-        seed_everything_default=42,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    saved = sys.argv
+    sys.argv = saved[:1]  # the arguments are ``argv``, not this process's command line
+    try:
+        return TrainingCLI(
+            TerraMindTask,
+            NYCDataModule,
+            args=list(argv),
+            seed_everything_default=42,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = saved

@@ -18,7 +18,7 @@ from torch import nn
 from .errors import TrainingConfigError
 from .labels import IGNORE_INDEX
 
-__all__ = ["LOSSES", "build_loss", "CrossEntropy", "FocalLoss", "DiceLoss", "auto_class_weights"]
+__all__ = ["LOSSES", "CrossEntropy", "DiceLoss", "FocalLoss", "auto_class_weights", "build_loss"]
 
 LOSSES = ("ce", "weighted_ce", "focal", "dice")
 
@@ -39,7 +39,9 @@ class CrossEntropy(nn.Module):
         self.num_classes = num_classes
         self.auto_weights = auto_weights
         """True when the weights are to be set from the training split's class counts."""
-        self.register_buffer("weight", None if weights is None else torch.tensor(list(weights), dtype=torch.float32))
+        # not persistent: explicit weights come from the config, 'auto' ones from the training split
+        self.register_buffer("weight", None if weights is None else torch.tensor(list(weights), dtype=torch.float32),
+                             persistent=False)
 
     def set_weights(self, weights: Sequence[float]) -> None:
         """Set the class weights (used for ``weights: auto``)."""
@@ -68,7 +70,8 @@ class FocalLoss(nn.Module):
         self.num_classes = num_classes
         self.gamma = float(gamma)
         self.auto_weights = auto_weights
-        self.register_buffer("alpha", None if weights is None else torch.tensor(list(weights), dtype=torch.float32))
+        self.register_buffer("alpha", None if weights is None else torch.tensor(list(weights), dtype=torch.float32),
+                             persistent=False)
 
     def set_weights(self, weights: Sequence[float]) -> None:
         """Set the per-class alpha (used for ``weights: auto``)."""

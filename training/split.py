@@ -19,7 +19,7 @@ import numpy as np
 from .errors import DatasetError
 from .layout import SPLITS, ChipRecord
 
-__all__ = ["DEFAULT_FRACTIONS", "DEFAULT_SEED", "DEFAULT_BLOCK_M", "assign_splits", "overlapping_across_splits"]
+__all__ = ["DEFAULT_BLOCK_M", "DEFAULT_FRACTIONS", "DEFAULT_SEED", "assign_splits", "overlapping_across_splits"]
 
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
 DEFAULT_SEED = 42

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ def write_synthetic_dataset(root: str | Path, *, n_chips: int = 96, size: int = 
             for h, mask in masks.items():
                 w.write(h, MASK_FILES[h], mask, nodata=IGNORE_INDEX)
             files = w.commit()
-        stats = {h: {"counts": np.bincount(m[m >= 0].ravel(), minlength=len(class_names[h])).tolist(),
+        stats: dict[str, Any] = {h: {"counts": np.bincount(m[m >= 0].ravel(), minlength=len(class_names[h])).tolist(),
                      "ignored": int((m == IGNORE_INDEX).sum())} for h, m in masks.items()}
         stats["building_fraction"] = float(masks["buildings"].mean())
         records.append(ChipRecord(

@@ -16,8 +16,8 @@ Logged: ``train/loss``, ``train/<head>_loss``, ``val/loss``, ``val/<head>_loss``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -30,9 +30,9 @@ from .losses import auto_class_weights, build_loss
 from .metrics import HeadMetrics
 
 ensure_torchvision_importable()
-import lightning.pytorch as L  # noqa: E402
+import lightning.pytorch as L
 
-__all__ = ["TerraMindTask", "DEFAULT_LOSSES"]
+__all__ = ["DEFAULT_LOSSES", "TerraMindTask"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,15 @@ class TerraMindTask(L.LightningModule):
         if dm is None:
             return
         data_classes = dm.classes
+        if dm.timesteps != self.config.timesteps:
+            raise TrainingConfigError(f"data.timesteps ({dm.timesteps}) differs from model.timesteps "
+                                      f"({self.config.timesteps})")
+        chip = dm.index.meta.get("tile_size") if dm.index is not None else None
+        if chip is not None and int(chip) != self.config.tile_size:
+            raise TrainingConfigError(
+                f"the dataset at {dm.root} has {chip} px chips but the model's tile_size is {self.config.tile_size}; "
+                f"set model.tile_size: {chip} (the runtime serves the artifact at that tile size)"
+            )
         for h in self.head_names:
             if h not in data_classes:
                 raise TrainingConfigError(f"head {h!r} has no labels in the dataset at {dm.root} "
@@ -151,11 +160,14 @@ class TerraMindTask(L.LightningModule):
                 )
         if stage == "fit":
             dm.verify(("train", "val"))
-            for h, loss in self.losses.items():
-                if getattr(loss, "auto_weights", False):
-                    w = auto_class_weights(dm.class_counts[h])
-                    loss.set_weights(w)
-                    log.info("head %s: class weights from the training split %s", h, [round(v, 3) for v in w])
+        auto = [h for h, loss in self.losses.items() if getattr(loss, "auto_weights", False)]
+        if auto:
+            if any(h not in dm.class_counts for h in auto):
+                dm.verify(("train",))
+            for h in auto:
+                w = auto_class_weights(dm.class_counts[h])
+                cast(Any, self.losses[h]).set_weights(w)
+                log.info("head %s: class weights from the training split %s", h, [round(v, 3) for v in w])
 
     # --- forward --------------------------------------------------------------------------
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -190,12 +202,15 @@ class TerraMindTask(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for h, v in parts.items():
             self.log(f"{stage}/{h}_loss", v, batch_size=bs, sync_dist=True)
-            self.metrics[f"{stage}_{h}"].update(out[h].argmax(dim=1), targets[h])
+            self._head_metrics(stage, h).update(out[h].argmax(dim=1), targets[h])
         return loss
+
+    def _head_metrics(self, stage: str, head: str) -> HeadMetrics:
+        return cast(HeadMetrics, self.metrics[f"{stage}_{head}"])
 
     def _eval_epoch_end(self, stage: str) -> None:
         for h in self.head_names:
-            m = self.metrics[f"{stage}_{h}"]
+            m = self._head_metrics(stage, h)
             scores = m.compute()
             scores.pop(f"{h}_pixels", None)
             self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, sync_dist=False)
@@ -229,15 +244,21 @@ class TerraMindTask(L.LightningModule):
         opt = torch.optim.AdamW(self.param_groups(), weight_decay=self.hparams["weight_decay"])
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.hparams["scheduler_factor"],
                                                            patience=self.hparams["scheduler_patience"])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch"}}
+        # strict=False: epochs without validation (check_val_every_n_epoch > 1) leave the schedule alone
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch", "strict": False}}
 
     def configure_callbacks(self) -> list[Any]:
         from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-        cbs: list[Any] = [ModelCheckpoint(monitor="val/loss", mode="min", filename="best", save_top_k=1,
-                                          auto_insert_metric_name=False)]
+        cbs: list[Any] = []
+        checkpointing = self._trainer is None or bool(self.trainer.checkpoint_callbacks)
+        if checkpointing:  # replaces Lightning's default checkpoint callback (not added when it is disabled)
+            cbs.append(ModelCheckpoint(monitor="val/loss", mode="min", filename="best", save_top_k=1,
+                                       auto_insert_metric_name=False))
         if self.hparams["early_stopping_patience"] is not None:
-            cbs.append(EarlyStopping(monitor="val/loss", mode="min", patience=self.hparams["early_stopping_patience"]))
+            cbs.append(EarlyStopping(monitor="val/loss", mode="min", patience=self.hparams["early_stopping_patience"],
+                                     check_on_train_epoch_end=False))
         if self._trainer is not None and self.trainer.logger is not None:
             cbs.append(LearningRateMonitor(logging_interval="epoch"))
         return cbs
