@@ -6,6 +6,7 @@ grid -> catalog/chips -> runtime -> summary -> Result.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -340,7 +341,7 @@ def _age_days(iso: Any, now: datetime) -> float | None:
 def _imagery_provenance(chip: Chip, now: datetime) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, prov in chip.provenance.items():
-        d = prov.to_dict() if hasattr(prov, "to_dict") else dict(prov)
+        d = prov.to_dict() if hasattr(prov, "to_dict") else dict(dataclasses.asdict(prov))
         dts = d.get("datetimes") or []
         d["age_days"] = _age_days(dts[0] if dts else None, now)
         out[name] = _jsonable(d)
@@ -378,7 +379,8 @@ def _build_result(
     info = runtime.model_info()
     summary = summarise(probs, lulc_classes=info["lulc_classes"], building_threshold=info["building_threshold"],
                         area=area, valid=valid)
-    rgb = _rgb(_crop(chip.arrays["S2L2A"], chip_grid, grid), valid, info["s2_bands"])
+    full_rgb = chip.rgb()
+    rgb = None if full_rgb is None else np.ascontiguousarray(_crop(full_rgb, chip_grid, grid))
     timings = dict(timings, summary=time.perf_counter() - t)
     timings["total"] = time.perf_counter() - t_start
     now = datetime.now(timezone.utc)
@@ -417,20 +419,6 @@ def _build_result(
         valid=valid,
         rgb=rgb,
     )
-
-
-def _rgb(s2: np.ndarray, valid: np.ndarray, bands: Sequence[str]) -> np.ndarray | None:
-    """True-colour uint8 (3, H, W) from harmonised S2 DN (B04, B03, B02), 2-98 % stretch."""
-    try:
-        idx = [list(bands).index(b) for b in ("B04", "B03", "B02")]
-    except ValueError:
-        return None
-    rgb = s2[idx].astype(np.float32)
-    v = rgb[:, valid] if valid.any() else rgb.reshape(3, -1)
-    lo, hi = np.percentile(v, 2), np.percentile(v, 98)
-    out = np.clip((rgb - lo) / max(hi - lo, 1.0) * 255.0, 0, 255).astype(np.uint8)
-    out[:, ~valid] = 0
-    return out
 
 
 def _predict(chip: Chip, runtime: Any) -> Mapping[str, np.ndarray]:

@@ -129,7 +129,7 @@ def quicklook(result: Result, path: Path) -> Path:
     else:
         axes[0].text(0.5, 0.5, "no true-colour bands", ha="center", transform=axes[0].transAxes)
     axes[0].set_title("Sentinel-2 true colour")
-    cmap = ListedColormap(list(result.class_colors) or None)
+    cmap = ListedColormap(list(result.class_colors) or ["#888888"])
     lulc = np.ma.masked_equal(result.lulc_map, 255)
     axes[1].imshow(lulc, cmap=cmap, vmin=-0.5, vmax=len(result.class_names) - 0.5, extent=extent,
                    interpolation="nearest")

@@ -26,6 +26,7 @@ from terramind_nyc import (
     fetch_riprap,
 )
 from terramind_nyc.cache import clear_caches
+from terramind_nyc.chips import Chip
 
 CLASSES = ("water", "developed", "forest", "herbaceous", "other")
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -44,19 +45,6 @@ class FakeProv:
                 "nodata_fraction": 0.0, "provider": self.provider}
 
 
-@dataclass(frozen=True)
-class FakeChip:
-    grid: Any
-    arrays: dict[str, np.ndarray]
-    masks: dict[str, np.ndarray]
-    provenance: dict[str, FakeProv]
-    missing: tuple[str, ...] = ()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
-
-
 def _world_field(grid) -> np.ndarray:
     """A smooth field of world coordinates, so any window crops consistently."""
     minx, _, _, maxy = grid.bounds
@@ -70,6 +58,7 @@ class FakeReader:
         self.calls = 0
         self.missing = tuple(missing)
         self.fail = fail
+        self.corner_invalid = True  # 2x2 invalid pixels in the chip's corner (window-relative)
         self.lock = threading.Lock()
 
     def __call__(self, grid, start, end, settings, deadline):
@@ -83,10 +72,11 @@ class FakeReader:
         for m in self.missing:
             arrays.pop(m)
         valid = np.ones(grid.shape, bool)
-        valid[:2, :2] = False
+        if self.corner_invalid:
+            valid[:2, :2] = False
         masks = {m: valid for m in arrays}
         prov = {"S2L2A": FakeProv(["S2A_FAKE"], ["2026-11-01T15:40:00+00:00"])}
-        return FakeChip(grid, arrays, masks, prov, self.missing)
+        return Chip(grid=grid, arrays=arrays, masks=masks, scl=None, provenance=prov, missing=self.missing)
 
 
 @dataclass
@@ -252,12 +242,14 @@ def test_fetch_riprap_never_raises(monkeypatch, fakes):
     monkeypatch.setattr(api, "_read_chip", FakeReader(fail=KeyError("boom")))
     out = fetch_riprap(*ESB, settings=Settings(cache_enabled=False))
     assert out["ok"] is False and "KeyError" in out["err"]
+    monkeypatch.setattr(api, "_read_chip", fakes[0])  # failures were not cached: the next call succeeds
     ok = fetch_riprap(*ESB)
     assert ok["ok"] is True
 
 
 def test_fetch_many_order_errors_and_shared_windows(fakes):
     reader, runtime = fakes
+    reader.corner_invalid = False  # window-relative nodata would differ between shared and own windows
     pts = [(40.7484, -73.9857), ("bad", 1), (40.7490, -73.9850), (40.7484, -73.9857), (51.5, 0.0),
            {"lat": 40.7500, "lon": -73.9840}, (40.60, -74.10)]
     items = fetch_many(pts, progress=False)
