@@ -25,6 +25,21 @@ def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
             click.echo(line)
 
 
+def _result_lines(r: Any) -> list[str]:
+    """A short human-readable table of one Result."""
+    s2 = r.provenance.imagery.get("S2L2A", {})
+    return [
+        f"point ({r.lat:.5f}, {r.lon:.5f})  window {r.grid.width}x{r.grid.height} px"
+        + (f"  radius {r.radius_m:g} m" if r.radius_m else ""),
+        f"buildings: {100 * r.building_density:.1f}% of the area, {r.n_building_components} components",
+        "land cover: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.lulc_fractions.items()),
+        f"dominant: {r.dominant_class} (confidence {r.confidence:.2f}); nodata {100 * r.nodata_fraction:.1f}%",
+        f"S2 {', '.join(s2.get('item_ids') or [])} ({(s2.get('datetimes') or ['?'])[0]})",
+        f"model {r.provenance.checkpoint.get('id')} via {r.provenance.backend}/{r.provenance.device}"
+        f"  in {r.timings.get('total', 0):.2f} s",
+    ] + [f"warning: {w}" for w in r.warnings]
+
+
 @click.group()
 @click.version_option(__version__, prog_name="terramind-nyc")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
@@ -95,60 +110,45 @@ def fetch(ctx: click.Context, lat: float, lon: float, when: str | None, size_m: 
     if quicklook:
         r.quicklook(quicklook)
     data = r.to_riprap() if riprap else r.to_dict()
-    s2 = r.provenance.imagery.get("S2L2A", {})
-    lines = [
-        f"point ({r.lat:.5f}, {r.lon:.5f})  window {r.grid.width}x{r.grid.height} px"
-        + (f"  radius {r.radius_m:g} m" if r.radius_m else ""),
-        f"buildings: {100 * r.building_density:.1f}% of the area, {r.n_building_components} components",
-        "land cover: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.lulc_fractions.items()),
-        f"dominant: {r.dominant_class} (confidence {r.confidence:.2f}); nodata {100 * r.nodata_fraction:.1f}%",
-        f"S2 {', '.join(s2.get('item_ids') or [])} ({(s2.get('datetimes') or ['?'])[0]})",
-        f"model {r.provenance.checkpoint.get('id')} via {r.provenance.backend}/{r.provenance.device}"
-        f"  in {r.timings.get('total', 0):.2f} s",
-    ] + [f"warning: {w}" for w in r.warnings]
-    _emit(data, as_json, lines)
+    _emit(data, as_json, _result_lines(r))
 
 
 @cli.command()
-@click.argument("points_file", type=click.File("r"))
+@click.argument("points_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out_file", type=click.Path(dir_okay=False))
 @click.option("--when", default=None, help="Date or START/END window (ISO).")
-@click.option("--size-m", type=float, default=None)
-@click.option("--radius-m", type=float, default=None)
+@click.option("--size-m", type=float, default=None, help="Window side in metres (default 2240).")
+@click.option("--radius-m", type=float, default=None, help="Summarise a circle of this radius around each point.")
 @click.option("--workers", type=int, default=None, help="Concurrent windows.")
-@click.option("--riprap", is_flag=True, help="One Riprap dict per point.")
-@click.option("--progress/--no-progress", default=True)
+@click.option("--riprap", is_flag=True, help="Store the Riprap client's dict per point (JSONL output).")
+@click.option("--retry-failed", is_flag=True, help="Rerun points that failed in an earlier run.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when on a terminal).")
 @click.pass_context
-def batch(ctx: click.Context, points_file: Any, when: str | None, size_m: float | None,
-          radius_m: float | None, workers: int | None, riprap: bool, progress: bool) -> None:
-    """Run many points from a CSV (lat,lon per line; a header is skipped) and print JSON lines."""
-    from .api import fetch_many
+def batch(ctx: click.Context, points_file: str, out_file: str, when: str | None, size_m: float | None,
+          radius_m: float | None, workers: int | None, riprap: bool, retry_failed: bool,
+          progress: bool | None) -> None:
+    """Run every point of POINTS_FILE (CSV lat,lon or GeoJSON points) into OUT_FILE (.jsonl or .csv).
 
-    points = []
-    for line in points_file:
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 2 or not parts[0] or parts[0].lower() in ("lat", "latitude"):
-            continue
-        points.append((parts[0], parts[1]))
-    def num(v: str) -> Any:
-        try:
-            return float(v)
-        except ValueError:
-            return v
-    items = fetch_many([(num(a), num(b)) for a, b in points], when=when, size_m=size_m, radius_m=radius_m,
-                       settings=_settings(ctx), workers=workers, progress=progress)
-    for it in items:
-        if riprap:
-            d = it.result.to_riprap() if it.result is not None else {"ok": False, "err": str(it.error)}
-        else:
-            d = it.to_dict()
-        click.echo(json.dumps(d, default=str))
+    Resumable: rerunning skips the points OUT_FILE already holds.
+    """
+    from .batch import run_batch
+    from .errors import TerramindNYCError
+
+    try:
+        s = run_batch(points_file, out_file, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx),
+                      workers=workers, riprap=riprap, retry_failed=retry_failed, progress=progress)
+    except TerramindNYCError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    click.echo(f"{s.total} points: {s.skipped} already done, {s.ok} ok, {s.failed} failed -> {s.output}", err=True)
 
 
 @cli.command()
 @click.option("--checkpoint", "ck", default=None, help="Use this artifact instead of a tiny random-weight one.")
+@click.option("--out", "outdir", type=click.Path(file_okay=False), default=None,
+              help="Keep the JSON, GeoTIFF, GeoJSON and quicklook outputs in this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def selfcheck(ctx: click.Context, ck: str | None, as_json: bool) -> None:
+def selfcheck(ctx: click.Context, ck: str | None, outdir: str | None, as_json: bool) -> None:
     """Run fetch end to end against a generated local catalog (offline) and report each check."""
     from .selfcheck import run_selfcheck
 
@@ -159,13 +159,22 @@ def selfcheck(ctx: click.Context, ck: str | None, as_json: bool) -> None:
             mark = "PASS" if c.ok else "FAIL"
             click.echo(f"[{mark}] {c.name} ({c.seconds:.2f} s): {c.detail}")
 
-    checks = run_selfcheck(checkpoint=ck, backend=settings.backend, progress=show)
-    failed = [c for c in checks if not c.ok]
+    rep = run_selfcheck(checkpoint=ck, backend=settings.backend, outdir=outdir, progress=show)
     if as_json:
-        click.echo(json.dumps({"ok": not failed, "checks": [c.__dict__ for c in checks]}, indent=2))
+        click.echo(json.dumps({"ok": rep.ok, "random_weights": rep.random_weights, "outputs": rep.outputs,
+                               "checks": [c.__dict__ for c in rep.checks],
+                               "result": rep.result.to_dict() if rep.result is not None else None},
+                              indent=2, default=str))
     else:
-        click.echo(f"selfcheck: {len(checks) - len(failed)} passed, {len(failed)} failed")
-    if failed:
+        if rep.result is not None:
+            click.echo("\nresult of the first scenario:")
+            for line in _result_lines(rep.result):
+                click.echo(f"  {line}")
+        if rep.random_weights:
+            click.echo("\nnote: the model has RANDOM weights; these figures check the plumbing, not the land cover."
+                       "\n      Pass --checkpoint (or set TERRAMIND_NYC_CHECKPOINT) to check a trained artifact.")
+        click.echo(f"selfcheck: {len(rep.checks) - len(rep.failed)} passed, {len(rep.failed)} failed")
+    if not rep.ok:
         raise SystemExit(1)
 
 

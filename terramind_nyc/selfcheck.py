@@ -1,10 +1,10 @@
 """``terramind-nyc selfcheck``: the whole fetch path, end to end, on this machine, offline.
 
-It generates a small STAC catalog of realistic COGs (:mod:`terramind_nyc.testing`), serves
-them over HTTP on 127.0.0.1, builds a tiny TerraMind two-head artifact with random weights
+It generates a small STAC catalog of realistic COGs (:mod:`terramind_nyc.testing`), reads
+it through the ``local`` catalog provider (no server, no network), builds a tiny TerraMind two-head artifact with random weights
 (unless a checkpoint is given), and runs ``fetch``, ``fetch_riprap`` and ``fetch_many``
 against them, checking scene choice, mosaicking, the missing-modality path, caching and the
-client's dict. Random weights mean the figures are meaningless; the plumbing is what is checked.
+client's dict, and writes the JSON, GeoTIFF, GeoJSON and quicklook outputs. Random weights mean the figures are meaningless; the plumbing is what is checked.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from .settings import Settings
 
-__all__ = ["Check", "run_selfcheck"]
+__all__ = ["Check", "SelfcheckReport", "run_selfcheck"]
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,48 @@ class Check:
     """How long it took."""
 
 
+@dataclass(frozen=True)
+class SelfcheckReport:
+    """What :func:`run_selfcheck` did."""
+
+    checks: tuple[Check, ...]
+    """Every step, in order."""
+    result: Any | None
+    """The :class:`~terramind_nyc.Result` of the first scenario (None if it failed)."""
+    outputs: dict[str, str]
+    """Output kind (``json``, ``geotiff``, ``geojson``, ``quicklook``) -> file written."""
+    random_weights: bool
+    """True when the checkpoint was the generated random-weight one."""
+
+    @property
+    def ok(self) -> bool:
+        """True when every check passed."""
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        """The checks that failed."""
+        return [c for c in self.checks if not c.ok]
+
+
 def run_selfcheck(
     *,
     checkpoint: str | None = None,
     backend: str = "auto",
     workdir: str | Path | None = None,
+    outdir: str | Path | None = None,
     progress: Callable[[Check], None] | None = None,
-) -> list[Check]:
-    """Run every check; return them in order (never raises for a failed check)."""
+) -> SelfcheckReport:
+    """Run every check and return the report (never raises for a failed check).
+
+    ``workdir`` keeps the generated catalog and checkpoint (default: a temporary folder,
+    removed afterwards); ``outdir`` keeps the JSON, GeoTIFF, GeoJSON and quicklook outputs
+    (default: inside the working folder).
+    """
     from .api import fetch, fetch_many, fetch_riprap
     from .cache import clear_caches
     from .errors import MissingModalityWarning
-    from .testing import CogServer, build_fixture_catalog
+    from .testing import build_fixture_catalog
 
     checks: list[Check] = []
 
@@ -73,16 +103,22 @@ def run_selfcheck(
         root = Path(workdir) if workdir else Path(tmp)
         imagery = root / "imagery"
         imagery.mkdir(parents=True, exist_ok=True)
-        with CogServer(imagery) as cogs:
-            state: dict[str, Any] = {}
+        state: dict[str, Any] = {}
+
+        def report() -> SelfcheckReport:
+            return SelfcheckReport(tuple(checks), state.get("result"), dict(state.get("outputs", {})),
+                                   random_weights=not checkpoint)
+
+        if True:  # one indentation level kept for the steps below
 
             def build_catalog() -> str:
-                cat = build_fixture_catalog(imagery, cogs.url)
+                # asset hrefs are plain file paths: the local provider reads them with no server
+                cat = build_fixture_catalog(imagery, imagery.resolve().as_posix())
                 state["cat"] = cat
-                return f"{len(cat.items())} STAC items, {len(cat.points)} scenarios served at {cogs.url}"
+                return f"{len(cat.items())} STAC items over generated COGs, {len(cat.points)} scenarios (local provider)"
 
-            if not step("generate catalog + COG server", build_catalog):
-                return checks
+            if not step("generate local catalog", build_catalog):
+                return report()
             cat = state["cat"]
 
             def build_model() -> str:
@@ -93,10 +129,10 @@ def run_selfcheck(
 
                 path = make_tiny_artifact(root / "tiny-artifact")
                 state["ck"] = str(path)
-                return f"tiny two-head TerraMind artifact with random weights at {path.name}"
+                return f"tiny two-head TerraMind artifact with RANDOM weights at {path.name} (figures are meaningless)"
 
             if not step("checkpoint", build_model):
-                return checks
+                return report()
             settings: Settings = cat.settings(checkpoint=state["ck"], backend=backend, cache_enabled=True)
             clear_caches()
 
@@ -118,6 +154,7 @@ def run_selfcheck(
                     if expect_missing and not any(issubclass(w.category, MissingModalityWarning) for w in caught):
                         raise AssertionError("no MissingModalityWarning for the missing modality")
                     json.dumps(r.to_dict(), allow_nan=False)
+                    state.setdefault("result", r)
                     return (f"S2 {','.join(s2['item_ids'])}; buildings {100 * r.building_density:.1f}%, "
                             f"dominant {r.dominant_class}; {r.timings['total']:.2f} s")
                 return run
@@ -160,4 +197,35 @@ def run_selfcheck(
                 return "3 points in one shared window, 1 invalid point reported"
 
             step("fetch_many", many)
-    return checks
+
+            def outputs() -> str:
+                r = state.get("result")
+                if r is None:
+                    raise AssertionError("no result to write (the first fetch failed)")
+                out = Path(outdir) if outdir else root / "outputs"
+                out.mkdir(parents=True, exist_ok=True)
+                files = {"json": out / "result.json", "geotiff": out / "result.tif",
+                         "geojson": out / "result.geojson", "quicklook": out / "quicklook.png"}
+                files["json"].write_text(json.dumps(r.to_dict(), indent=2, allow_nan=False))
+                r.to_geotiff(files["geotiff"])
+                gj = r.to_geojson()
+                if gj.get("type") != "FeatureCollection" or not gj.get("features"):
+                    raise AssertionError("GeoJSON has no features")
+                files["geojson"].write_text(json.dumps(gj))
+                r.quicklook(files["quicklook"])
+                import rasterio
+
+                with rasterio.open(files["geotiff"]) as ds:
+                    if ds.crs is None or (ds.height, ds.width) != r.grid.shape:
+                        raise AssertionError(f"GeoTIFF grid {ds.crs} {ds.shape} != result grid {r.grid.shape}")
+                    bands = ds.count
+                small = [k for k, f in files.items() if f.stat().st_size == 0]
+                if small:
+                    raise AssertionError(f"empty outputs: {small}")
+                state["outputs"] = {k: str(f) for k, f in files.items()}
+                kept = f" in {out}" if outdir else " (temporary; pass --out DIR to keep them)"
+                return (f"result.json, result.tif ({bands} bands), result.geojson ({len(gj['features'])} features), "
+                        f"quicklook.png{kept}")
+
+            step("outputs: JSON, GeoTIFF, GeoJSON, quicklook", outputs)
+        return report()
