@@ -482,6 +482,10 @@ def fetch(
         t = time.perf_counter()
         chip = _get_chip(grid, start, end, settings, deadline)
         timings["imagery"] = time.perf_counter() - t
+        # the reader's own stages (STAC search, SCL scoring of candidates, pixel reads); absent on a chip-cache hit
+        for stage in ("search", "choose", "read"):
+            if stage in getattr(chip, "timings", {}) and timings["imagery"] >= chip.timings[stage]:
+                timings[f"imagery_{stage}"] = float(chip.timings[stage])
         _warn_missing(chip)
         t = time.perf_counter()
         probs = _predict(chip, runtime)

@@ -79,7 +79,8 @@ def info(ctx: click.Context, as_json: bool) -> None:
     _emit(data, as_json, lines)
 
 
-@cli.command()
+# ignore_unknown_options: a negative longitude such as -73.98 is an argument, not an option
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("lat", type=float)
 @click.argument("lon", type=float)
 @click.option("--when", default=None, help="Date, datetime, or START/END window (ISO). Default: the recency window.")
@@ -110,7 +111,7 @@ def fetch(ctx: click.Context, lat: float, lon: float, when: str | None, size_m: 
     if quicklook:
         r.quicklook(quicklook)
     data = r.to_riprap() if riprap else r.to_dict()
-    _emit(data, as_json, _result_lines(r))
+    _emit(data, as_json or riprap, _result_lines(r))  # the Riprap dict is always JSON
 
 
 @cli.command()

@@ -454,9 +454,10 @@ class _Region:
         return (self.minx, self.maxy - self.h10 * 10, self.minx + self.w10 * 10, self.maxy)
 
 
-def _region(lat: float, lon: float, settings: Settings, size_m: float) -> _Region:
+def _region(lat: float, lon: float, settings: Settings, size_m: float,
+            margin_m: float = _REGION_MARGIN_M) -> _Region:
     g = chip_grid(lat, lon, size_m=size_m, settings=settings)
-    m = _REGION_MARGIN_M
+    m = margin_m
     minx = math.floor((g.bounds[0] - m) / 60.0) * 60.0
     miny = math.floor((g.bounds[1] - m) / 60.0) * 60.0
     maxx = math.ceil((g.bounds[2] + m) / 60.0) * 60.0
@@ -600,7 +601,8 @@ def _ground(rng: np.random.Generator, h10: int, w10: int) -> tuple[np.ndarray, n
 
 def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: int = 0,
                           settings: Settings | None = None,
-                          scenarios: Iterable[str] | None = None) -> FixtureCatalog:
+                          scenarios: Iterable[str] | None = None,
+                          margin_m: float = _REGION_MARGIN_M) -> FixtureCatalog:
     """Write the fixture COGs and STAC items under ``root``; asset hrefs start with ``base_url``.
 
     ``root`` may already be served (start a :class:`~terramind_nyc.testing.CogServer` on an
@@ -608,7 +610,9 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
     (so chip fractions move a little), never the scenario's choices. ``settings`` gives the grid CRS/resolution and the chip-choice
     limits the expected facts are checked against (default ``Settings()``). ``scenarios``
     builds only those (default all of :data:`SCENARIOS`); a scenario's pixels do not depend on
-    which others are built.
+    which others are built. ``margin_m`` is how far the data extend around each scenario's
+    default chip (larger for benchmarks that scatter points around it; the scenarios' facts
+    are only guaranteed at the default).
 
     ``expected[scenario]`` holds: ``when`` (ISO start, end), ``s2_ids`` (the item(s) a correct
     scene choice returns, several when they must be mosaicked; empty when none qualifies),
@@ -639,7 +643,7 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
             if sc.name not in wanted:
                 continue
             rng = np.random.default_rng([seed, si])
-            reg = _region(sc.lat, sc.lon, s, size_m)
+            reg = _region(sc.lat, sc.lon, s, size_m, margin_m)
             regions[sc.name] = reg
             lc10, ground10 = _ground(rng, reg.h10, reg.w10)
             lc20 = lc10[::2, ::2]

@@ -1,0 +1,112 @@
+"""fetch end to end: real reader over a generated local catalog, a tiny random-weight TerraMind.
+
+Covers what the fakes in test_api cannot: the model loads once under concurrency, threads get
+the serial answers, a missing checkpoint is a typed error (and ok:false for Riprap), the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("torch")  # the random-weight checkpoint needs the torch extra
+
+import terramind_nyc.runtime as runtime_mod  # noqa: E402
+from terramind_nyc import CheckpointNotFoundError, fetch, fetch_riprap  # noqa: E402
+from terramind_nyc.cache import clear_caches  # noqa: E402
+from terramind_nyc.cli import cli  # noqa: E402
+from terramind_nyc.testing import build_fixture_catalog  # noqa: E402
+from terramind_nyc.testing.model import make_tiny_artifact  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    cat = build_fixture_catalog(root / "imagery", (root / "imagery").as_posix(), scenarios=["clear", "no_s1"])
+    ck = make_tiny_artifact(root / "artifact")
+    return cat, ck
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    clear_caches()
+    runtime_mod.clear_runtimes()
+    yield
+    clear_caches()
+    runtime_mod.clear_runtimes()
+
+
+def _calls(cat):
+    """20 mixed requests: two scenarios, radii, a duplicate, a point outside NYC."""
+    (la, lo), (lb, lb_lon) = cat.points["clear"], cat.points["no_s1"]
+    wa, wb = cat.when("clear"), cat.when("no_s1")
+    base = [(la, lo, wa, None), (la, lo, wa, 150.0), (lb, lb_lon, wb, None), (lb, lb_lon, wb, 300.0),
+            (la + 0.001, lo, wa, 200.0)]
+    calls = [base[i % len(base)] for i in range(19)] + [(51.5, -0.12, wa, None)]
+    return calls
+
+
+def _one(cat, ck, call):
+    lat, lon, when, radius = call
+    try:
+        r = fetch(lat, lon, when=when, radius_m=radius, settings=cat.settings(checkpoint=str(ck)))
+    except Exception as exc:  # noqa: BLE001 - compared as the error's type
+        return type(exc).__name__
+    return (r.building_density, tuple(sorted(r.lulc_fractions.items())), r.n_building_components)
+
+
+def test_eight_threads_load_the_model_once_and_match_serial(world, monkeypatch):
+    cat, ck = world
+    loads = []
+    real = runtime_mod.load_runtime
+
+    def counting(*a, **kw):
+        loads.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(runtime_mod, "load_runtime", counting)
+    calls = _calls(cat) * 8
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(lambda c: _one(cat, ck, c), calls))
+    assert len(loads) == 1
+    clear_caches()
+    runtime_mod.clear_runtimes()
+    serial = [_one(cat, ck, c) for c in _calls(cat)]
+    assert threaded == serial * 8
+    assert serial[-1] == "InvalidLocationError"
+
+
+def test_missing_checkpoint_is_typed_and_riprap_says_so(world, tmp_path):
+    cat, _ = world
+    lat, lon = cat.points["clear"]
+    s = cat.settings(checkpoint=str(tmp_path / "no-such-artifact"))
+    with pytest.raises(CheckpointNotFoundError):
+        fetch(lat, lon, when=cat.when("clear"), settings=s)
+    out = fetch_riprap(lat, lon, when=cat.when("clear"), settings=s)
+    assert out["ok"] is False and "CheckpointNotFoundError" in out["err"]
+
+
+def test_cli_fetch_json_riprap_and_outputs(world, tmp_path):
+    cat, ck = world
+    lat, lon = cat.points["clear"]
+    start, end = cat.when("clear")
+    env = {"TERRAMIND_NYC_CATALOG_PROVIDER": "local", "TERRAMIND_NYC_CATALOG_PATH": str(cat.items_path),
+           "TERRAMIND_NYC_SIGNER": "none", "TERRAMIND_NYC_CHECKPOINT": str(ck)}
+    runner = CliRunner()
+    args = ["fetch", str(lat), str(lon), "--when", f"{start}/{end}"]
+    res = runner.invoke(cli, args + ["--json", "--geotiff", str(tmp_path / "r.tif"),
+                                     "--geojson", str(tmp_path / "r.geojson"),
+                                     "--quicklook", str(tmp_path / "q.png")], env=env)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert abs(sum(d["lulc_fractions"].values()) - 1) < 1e-6
+    assert all((tmp_path / f).stat().st_size > 0 for f in ("r.tif", "r.geojson", "q.png"))
+    res = runner.invoke(cli, args + ["--riprap"], env=env)
+    assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True
+    res = runner.invoke(cli, args, env=env)
+    assert res.exit_code == 0 and "buildings:" in res.output and "land cover:" in res.output
+    res = runner.invoke(cli, ["fetch", "51.5", "-0.12"], env=env)
+    assert res.exit_code != 0 and "outside" in res.output
