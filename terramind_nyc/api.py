@@ -319,11 +319,22 @@ def _read_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Setting
 
 
 def _get_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Any) -> Chip:
+    """The chip from the chip cache or the reader. The reader warns about missing modalities
+    itself; a chip served from the cache is warned about here, so every fetch warns once."""
     caches = get_caches(settings)
     if caches is None:
         return _read_chip(grid, start, end, settings, deadline)
     key = stable_key("chip", _grid_key(grid), _window_key(start, end), _chip_settings_key(settings))
-    return caches.chips.get_or_compute(key, lambda: _read_chip(grid, start, end, settings, deadline))
+    read = []
+
+    def compute() -> Chip:
+        read.append(True)
+        return _read_chip(grid, start, end, settings, deadline)
+
+    chip = caches.chips.get_or_compute(key, compute)
+    if not read:
+        _warn_missing(chip)
+    return chip
 
 
 def _age_days(iso: Any, now: datetime) -> float | None:
@@ -486,7 +497,6 @@ def fetch(
         for stage in ("search", "choose", "read"):
             if stage in getattr(chip, "timings", {}) and timings["imagery"] >= chip.timings[stage]:
                 timings[f"imagery_{stage}"] = float(chip.timings[stage])
-        _warn_missing(chip)
         t = time.perf_counter()
         probs = _predict(chip, runtime)
         timings["model"] = time.perf_counter() - t
@@ -503,7 +513,7 @@ def fetch(
 def _warn_missing(chip: Chip) -> None:
     for m in chip.missing:
         warnings.warn(f"{m} unavailable for this chip; the model ran without it (see result.provenance)",
-                      MissingModalityWarning, stacklevel=3)
+                      MissingModalityWarning, stacklevel=4)
 
 
 def _runtime(settings: Settings) -> Any:
@@ -696,7 +706,6 @@ def _run_shared_window(
         t = time.perf_counter()
         chip = _get_chip(window, start, end, settings, Deadline(settings.deadline_s))
         t_img = time.perf_counter() - t
-        _warn_missing(chip)
         t = time.perf_counter()
         probs = _predict(chip, runtime)
         t_model = time.perf_counter() - t

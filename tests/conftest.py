@@ -113,7 +113,13 @@ def _block_network() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _clean_servers() -> Iterator[None]:
-    """Each test starts with no faults and empty request logs, and leaves no fault behind."""
+    """Each test starts with no faults and empty request logs, and leaves no fault behind.
+
+    GDAL's HTTP cache is process-wide: cleared too, so one test's cached ranges never answer
+    another's requests (or hide its faults)."""
+    from terramind_nyc.chips import clear_gdal_http_cache
+
+    clear_gdal_http_cache()
     for s in _STARTED:
         s.faults.clear()
         s.reset()

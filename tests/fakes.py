@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import terramind_nyc.api as api
 from terramind_nyc.cache import clear_caches
 from terramind_nyc.chips import Chip
+from terramind_nyc.errors import MissingModalityWarning
 
 CLASSES = ("water", "developed", "forest", "herbaceous", "other")
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -56,6 +58,8 @@ class FakeReader:
                   "DEM": (10 + f)[None]}
         for m in self.missing:
             arrays.pop(m)
+            # like the real reader (terramind_nyc.chips.read_chip)
+            warnings.warn(f"{m} unavailable for this chip: fake", MissingModalityWarning, stacklevel=2)
         valid = np.ones(grid.shape, bool)
         if self.corner_invalid:
             valid[:2, :2] = False

@@ -114,6 +114,17 @@ def test_missing_modality_warns_and_is_recorded(monkeypatch, fakes):
     assert any("S1RTC" in w for w in r.warnings)
 
 
+def test_missing_modality_warns_once_per_fetch_also_from_the_chip_cache(monkeypatch, fakes):
+    import warnings
+
+    monkeypatch.setattr(api, "_read_chip", FakeReader(missing=("DEM",)))
+    for radius in (None, 300.0):  # the second call reads the chip from the chip cache
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fetch(*ESB, radius_m=radius)
+        assert sum(issubclass(w.category, MissingModalityWarning) for w in caught) == 1
+
+
 @pytest.mark.parametrize("lat, lon", [(float("nan"), -73.98), (40.7, float("inf")), (None, -73.9),
                                       ("40.7", "x"), (-73.9857, 40.7484), (51.5, -0.12)])
 def test_bad_coordinates(fakes, lat, lon):

@@ -249,6 +249,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 64  # GDAL opens many connections at once (default backlog is 5)
 
     def __init__(self, handler: Callable[..., BaseHTTPRequestHandler], owner: _LoopbackServer) -> None:
         self.owner = owner
@@ -360,6 +361,8 @@ class _Cut(io.RawIOBase):
 
 class _FaultHandlerMixin(BaseHTTPRequestHandler):
     """Applies the owner's Faults before handling, records every request."""
+
+    disable_nagle_algorithm = True  # small header+range replies: no 40 ms delayed-ACK stalls
 
     server: _Server
     protocol_version = "HTTP/1.1"
