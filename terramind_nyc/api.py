@@ -26,6 +26,7 @@ from .errors import (
     InvalidInputError,
     InvalidLocationError,
     MissingModalityWarning,
+    StaleSceneWarning,
     TerramindNYCError,
 )
 from .settings import Settings
@@ -337,16 +338,20 @@ def _get_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings
     return chip
 
 
-def _age_days(iso: Any, now: datetime) -> float | None:
+def _parse_iso(iso: Any) -> datetime | None:
+    """An aware UTC datetime from an ISO string (None when absent or unreadable)."""
     if not iso:
         return None
     try:
         dt = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
     except ValueError:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return round((now - dt).total_seconds() / 86400.0, 2)
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+
+
+def _age_days(iso: Any, now: datetime) -> float | None:
+    dt = _parse_iso(iso)
+    return None if dt is None else round((now - dt).total_seconds() / 86400.0, 2)
 
 
 def _imagery_provenance(chip: Chip, now: datetime) -> dict[str, dict[str, Any]]:
@@ -378,6 +383,7 @@ def _build_result(
     end: datetime,
     timings: dict[str, float],
     t_start: float,
+    settings: Settings,
 ) -> Result:
     """Crop the window's prediction to ``grid``, summarise it and assemble the Result."""
     from .grid import summary_mask
@@ -397,15 +403,22 @@ def _build_result(
     now = datetime.now(timezone.utc)
     missing = tuple(chip.missing)
     notes = [f"{m} unavailable; the model ran without it" for m in missing]
+    imagery = _imagery_provenance(chip, now)
+    s2_dt = _parse_iso(_first(imagery.get("S2L2A", {}).get("datetimes")))
+    if s2_dt is not None and (end - s2_dt).total_seconds() > settings.stale_after_days * 86400.0:
+        msg = (f"the newest usable Sentinel-2 scene ({s2_dt:%Y-%m-%d}) is {(end - s2_dt).days} days older than "
+               f"the window end ({end:%Y-%m-%d}); land cover may have changed since")
+        notes.append(msg)
+        warnings.warn(msg, StaleSceneWarning, stacklevel=3)
     prov = Provenance(
-        imagery=_imagery_provenance(chip, now),
+        imagery=imagery,
         modalities_used=tuple(m for m in info["modalities"] if m in chip.arrays),
         modalities_missing=missing,
         checkpoint=info["checkpoint"],
         backend=info["backend"],
         device=info["device"],
         catalog=str(getattr(chip, "provider", "") or next(
-            (p.get("provider") for p in _imagery_provenance(chip, now).values() if p.get("provider")), "")),
+            (p.get("provider") for p in imagery.values() if p.get("provider")), "")),
         date_window=(start.isoformat(), end.isoformat()),
     )
     return Result(
@@ -485,7 +498,8 @@ def fetch(
         if hit is not None:
             import dataclasses
 
-            return dataclasses.replace(hit, cached=True,
+            # the answer of the same snapped grid (and circle): report the point that was asked for
+            return dataclasses.replace(hit, cached=True, lat=lat, lon=lon,
                                        timings=dict(hit.timings, total=time.perf_counter() - t_start))
 
     def compute() -> Result:
@@ -502,7 +516,7 @@ def fetch(
         timings["model"] = time.perf_counter() - t
         return _build_result(lat=lat, lon=lon, radius_m=radius, grid=grid, chip_grid=chip.grid, chip=chip,
                              probabilities=probs, runtime=runtime, start=start, end=end, timings=timings,
-                             t_start=t_start)
+                             t_start=t_start, settings=settings)
 
     if caches is None or rkey is None:
         return compute()
@@ -538,8 +552,9 @@ def fetch_riprap(lat: float, lon: float, *, polygons: bool = False, **kwargs: An
             warnings.simplefilter("ignore", MissingModalityWarning)
             return fetch(lat, lon, **kwargs).to_riprap(polygons=polygons)
     except InvalidLocationError as exc:
-        key = "skipped" if "outside" in str(exc) else "err"
-        return {"ok": False, key: str(exc), "error_type": type(exc).__name__,
+        outside = "outside" in str(exc)
+        reason = str(exc) if outside else f"{type(exc).__name__}: {exc}"
+        return {"ok": False, "skipped" if outside else "err": reason, "error_type": type(exc).__name__,
                 "elapsed_s": round(time.perf_counter() - t0, 3)}
     except Exception as exc:  # noqa: BLE001 - the contract is "never raise"
         if not isinstance(exc, TerramindNYCError):
@@ -718,9 +733,8 @@ def _run_shared_window(
         try:
             res = _build_result(lat=lat, lon=lon, radius_m=radius, grid=g, chip_grid=chip.grid, chip=chip,
                                 probabilities=probs, runtime=runtime, start=start, end=end,
-                                timings={"imagery": t_img * share, "model": t_model * share,
-                                         "window_px": float(window.width * window.height)},
-                                t_start=t_start)
+                                timings={"imagery": t_img * share, "model": t_model * share},
+                                t_start=t_start, settings=settings)
             out.append(BatchItem(i, lat, lon, res))
         except TerramindNYCError as exc:
             out.append(BatchItem(i, lat, lon, None, exc))

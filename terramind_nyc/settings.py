@@ -69,6 +69,7 @@ class Settings:
         0.5, "A chip whose valid-pixel fraction is below this is rejected (never zero-filled), 0..1."
     )
     scene_candidates: int = _f(6, "Newest N candidate scenes whose SCL is read on the chip grid.")
+    stale_after_days: int = _f(60, "Warn (StaleSceneWarning) when the chosen S2 scene is older than this at the window end.")
     s1_window_days: int = _f(12, "S1 RTC pairing window: nearest acquisition within +-N days of S2.")
     # --- grid --------------------------------------------------------------------------
     size_m: float = _f(2240.0, "Default chip window side in metres (224 px at 10 m).")
@@ -193,7 +194,7 @@ def _validate(s: Settings) -> None:
 
     for name in ("max_cloud", "max_nodata", "min_valid_fraction"):
         frac(name)
-    for name in ("recency_days", "scene_candidates", "size_m", "resolution_m", "tile_batch",
+    for name in ("recency_days", "stale_after_days", "scene_candidates", "size_m", "resolution_m", "tile_batch",
                  "http_timeout_s", "deadline_s", "io_threads", "chip_cache_bytes", "result_cache_size"):
         positive(name)
     for name in ("s1_window_days", "tile_overlap_px", "http_retries", "http_backoff_s",

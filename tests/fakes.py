@@ -45,6 +45,7 @@ class FakeReader:
         self.calls = 0
         self.missing = tuple(missing)
         self.fail = fail
+        self.s2_datetime = "2026-11-01T15:40:00+00:00"
         self.corner_invalid = True  # 2x2 invalid pixels in the chip's corner (window-relative)
         self.lock = threading.Lock()
 
@@ -64,7 +65,7 @@ class FakeReader:
         if self.corner_invalid:
             valid[:2, :2] = False
         masks = {m: valid for m in arrays}
-        prov = {"S2L2A": FakeProv(["S2A_FAKE"], ["2026-11-01T15:40:00+00:00"])}
+        prov = {"S2L2A": FakeProv(["S2A_FAKE"], [self.s2_datetime])}
         return Chip(grid=grid, arrays=arrays, masks=masks, scl=None, provenance=prov, missing=self.missing)
 
 

@@ -114,6 +114,30 @@ def test_missing_modality_warns_and_is_recorded(monkeypatch, fakes):
     assert any("S1RTC" in w for w in r.warnings)
 
 
+def test_old_scene_warns_stale_and_is_noted(fakes):
+    from terramind_nyc import StaleSceneWarning
+
+    reader, _ = fakes
+    reader.s2_datetime = "2024-03-01T15:40:00+00:00"
+    with pytest.warns(StaleSceneWarning, match="older than"):
+        r = fetch(*ESB, when="2024-01-01/2024-07-31", settings=Settings(stale_after_days=60))
+    assert any("older than" in w for w in r.warnings)
+    clear_caches()
+    reader.s2_datetime = "2024-07-20T15:40:00+00:00"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaleSceneWarning)
+        fetch(*ESB, when="2024-01-01/2024-07-31")
+
+
+def test_cache_hit_reports_the_requested_point(fakes):
+    a = fetch(40.74840, -73.98570)
+    b = fetch(40.74841, -73.98570)  # same snapped grid: same answer, but its own coordinates
+    assert b.cached and (b.lat, b.lon) == (40.74841, -73.98570)
+    assert b.building_density == a.building_density
+
+
 def test_missing_modality_warns_once_per_fetch_also_from_the_chip_cache(monkeypatch, fakes):
     import warnings
 

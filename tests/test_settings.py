@@ -76,3 +76,11 @@ def test_docs_table_lists_every_setting():
     table = settings_table()
     for name in Settings.__dataclass_fields__:
         assert f"`{name}`" in table
+
+
+def test_docs_settings_md_is_current():
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
+    stale = [line for line in settings_table().splitlines() if line.startswith("| `") and line not in doc]
+    assert not stale, "docs/settings.md is out of date: regenerate it with `python -m terramind_nyc.settings`"

@@ -52,6 +52,7 @@ from typing import Any, Self
 import numpy as np
 from affine import Affine
 
+from ..chips import S2_BANDS
 from ..grid import ChipGrid, chip_grid
 from ..settings import Settings
 
@@ -76,7 +77,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Sentinel-2 L2A bands in the order TerraMind takes them (no B10).
-S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 #: Native pixel size (m) of each S2 asset.
 S2_RESOLUTION: dict[str, int] = {
     "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
