@@ -5,7 +5,9 @@ An artifact is a directory, local or a Hugging Face model repo, holding::
     config.json         ModelConfig (schema_version, encoder, modalities + bands + statistics,
                         heads + classes + colours + threshold, tile size, S2 offset rule, ...)
     model.safetensors   the weights of the network the config describes (never a pickle)
-    model.onnx          optional: the same network exported for ONNX Runtime
+    model.onnx          optional: the same network exported for ONNX Runtime (every modality)
+    model.*.onnx        optional: one more graph per modality subset (``model.S2L2A-DEM.onnx``)
+    model.onnx.data     the weights all those graphs read, stored once (ONNX external data)
 
 :func:`load_artifact` resolves the directory (downloading and caching through huggingface_hub,
 revision pinnable), validates ``config.json`` against the schema, builds the network the config
@@ -14,8 +16,8 @@ then reads the weights straight into the network while computing their sha256. N
 unpickled: the safetensors header is JSON and the data is raw little-endian bytes.
 :func:`save_artifact` writes the same format. ``docs/checkpoint.md`` describes the format.
 
-Reading the config (:func:`read_config`, :class:`ModelConfig`) needs neither torch nor
-terratorch; loading the network does.
+Reading the config (:func:`read_config`, :class:`ModelConfig`) and locating and verifying an
+ONNX export (:func:`locate_onnx`) need neither torch nor terratorch; loading the network does.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CONFIG_FILE",
     "ENCODERS",
+    "ONNX_DATA_FILE",
     "ONNX_FILE",
     "SCHEMA_VERSION",
     "WEIGHTS_FILE",
@@ -53,9 +56,14 @@ __all__ = [
     "HeadSpec",
     "ModalitySpec",
     "ModelConfig",
+    "OnnxExport",
+    "OnnxFiles",
+    "OnnxGraph",
     "S2OffsetRule",
     "load_artifact",
     "locate_artifact",
+    "locate_onnx",
+    "onnx_graph_file",
     "read_config",
     "save_artifact",
     "weights_sha256",
@@ -68,6 +76,8 @@ SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
+#: The external-data file every exported graph reads its weights from.
+ONNX_DATA_FILE = "model.onnx.data"
 
 #: TerraMind v1 encoder sizes: name -> (depth, token dimension).
 ENCODERS: Mapping[str, tuple[int, int]] = {
@@ -82,6 +92,8 @@ TEMPORAL_POOLINGS = ("mean", "max", "concat")
 
 _HEAD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _CHUNK = 8 << 20
 
 
@@ -130,6 +142,78 @@ class S2OffsetRule:
     """Items whose ``s2:processing_baseline`` is at least this carry the offset (BOA_ADD_OFFSET)."""
     clip_min: float = 0.0
     """Lower clip after subtracting, in DN."""
+
+
+def onnx_graph_file(modalities: Sequence[str], all_modalities: Sequence[str]) -> str:
+    """File name of the exported graph for ``modalities``: ``model.onnx`` for all of them,
+    else ``model.<names joined by ->.onnx`` (``model.S2L2A-DEM.onnx``), names in model order."""
+    names = [m for m in all_modalities if m in modalities]
+    if tuple(names) == tuple(all_modalities):
+        return ONNX_FILE
+    return f"model.{'-'.join(names)}.onnx"
+
+
+@dataclass(frozen=True)
+class OnnxGraph:
+    """One exported ONNX graph: the network run on one subset of the modalities."""
+
+    modalities: tuple[str, ...]
+    """Its inputs, in model order; each ``(batch, bands, tile, tile)`` float32 (``(batch, bands, T,
+    tile, tile)`` when T > 1), standardised, named after the modality. Its outputs are the head
+    logits ``(batch, classes, tile, tile)``, named after the heads."""
+    file: str
+    """File name in the artifact directory (:func:`onnx_graph_file`)."""
+    sha256: str
+    """sha256 (hex) of that file."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What :func:`~terramind_nyc.onnx_export.export_onnx` wrote, recorded in ``config.json``."""
+
+    graphs: tuple[OnnxGraph, ...]
+    """One graph per exported modality subset; the one with every modality is ``model.onnx``."""
+    data_sha256: str
+    """sha256 (hex) of :attr:`data_file`, the weights every graph reads (stored once)."""
+    source_sha256: str
+    """sha256 (hex) of the ``model.safetensors`` the graphs were exported from."""
+    opset: int
+    """ONNX opset of the graphs."""
+    exporter: str
+    """Exporter and versions, e.g. ``torch.onnx torchscript (torch 2.13.0, onnx 1.23.2)``."""
+    max_abs_diff: float
+    """Largest absolute difference of ONNX Runtime's logits from torch's over every graph, in
+    the verification on random inputs at export time."""
+    tolerance: float = 1e-4
+    """The bound :attr:`max_abs_diff` was checked against."""
+    data_file: str = ONNX_DATA_FILE
+    """File name of the shared external-data (weights) file."""
+    created: str = ""
+    """When the export was made (ISO 8601 UTC)."""
+
+    @property
+    def subsets(self) -> tuple[tuple[str, ...], ...]:
+        """The modality subsets a graph exists for."""
+        return tuple(g.modalities for g in self.graphs)
+
+    def graph_for(self, modalities: Sequence[str]) -> OnnxGraph | None:
+        """The graph whose inputs are exactly ``modalities`` (any order), or None."""
+        want = set(modalities)
+        return next((g for g in self.graphs if set(g.modalities) == want), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (the ``onnx`` entry of ``config.json``)."""
+        return {
+            "graphs": [{"modalities": list(g.modalities), "file": g.file, "sha256": g.sha256} for g in self.graphs],
+            "data_file": self.data_file,
+            "data_sha256": self.data_sha256,
+            "source_sha256": self.source_sha256,
+            "opset": self.opset,
+            "exporter": self.exporter,
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": self.tolerance,
+            "created": self.created,
+        }
 
 
 _S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -197,6 +281,8 @@ class ModelConfig:
     """Training provenance (dataset, split, hyper-parameters, run); free-form, JSON-safe."""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     """Evaluation metrics (test split, threshold choice); free-form, JSON-safe."""
+    onnx: OnnxExport | None = None
+    """The ONNX export in the artifact (None: none); written by ``terramind-nyc export-onnx``."""
     schema_version: int = SCHEMA_VERSION
     """Version of this schema; only :data:`SCHEMA_VERSION` is read."""
 
@@ -290,6 +376,7 @@ class ModelConfig:
             "license": self.license,
             "training": _jsonable(self.training, "training"),
             "metrics": _jsonable(self.metrics, "metrics"),
+            "onnx": None if self.onnx is None else self.onnx.to_dict(),
         }
 
     def to_json(self) -> str:
@@ -344,6 +431,8 @@ class ModelConfig:
             for key in ("training", "metrics"):
                 if data.get(key) is not None:
                     kw[key] = dict(_expect(data[key], dict, key))
+            if data.get("onnx") is not None:
+                kw["onnx"] = _onnx_export(data["onnx"], "onnx")
             return cls(schema_version=version, **kw)
         except CheckpointError as exc:
             raise CheckpointError(f"{source}: {exc}") from None
@@ -403,6 +492,79 @@ def _head(d: Any, where: str) -> HeadSpec:
         threshold=None if thr is None else float(_expect(thr, (int, float), f"{where}.threshold")),
         description=_expect(d.get("description", ""), str, f"{where}.description"),
     )
+
+
+def _onnx_export(d: Any, where: str) -> OnnxExport:
+    d = _expect(d, dict, where)
+    known = {f.name for f in dataclasses.fields(OnnxExport)}
+    extra = sorted(set(d) - known)
+    if extra:
+        raise CheckpointError(f"{where}: unknown field(s) {extra}")
+    for key in ("graphs", "data_sha256", "source_sha256", "opset", "exporter", "max_abs_diff"):
+        if key not in d:
+            raise CheckpointError(f"{where}: missing `{key}`")
+    graphs = []
+    for i, g in enumerate(_expect(d["graphs"], list, f"{where}.graphs")):
+        w = f"{where}.graphs[{i}]"
+        g = _expect(g, dict, w)
+        extra = sorted(set(g) - {"modalities", "file", "sha256"})
+        if extra:
+            raise CheckpointError(f"{w}: unknown field(s) {extra}")
+        for key in ("modalities", "file", "sha256"):
+            if key not in g:
+                raise CheckpointError(f"{w}: missing `{key}`")
+        graphs.append(OnnxGraph(_str_tuple(g["modalities"], f"{w}.modalities"), _expect(g["file"], str, f"{w}.file"),
+                                _expect(g["sha256"], str, f"{w}.sha256")))
+    return OnnxExport(
+        graphs=tuple(graphs),
+        data_sha256=_expect(d["data_sha256"], str, f"{where}.data_sha256"),
+        source_sha256=_expect(d["source_sha256"], str, f"{where}.source_sha256"),
+        opset=_expect(d["opset"], int, f"{where}.opset"),
+        exporter=_expect(d["exporter"], str, f"{where}.exporter"),
+        max_abs_diff=float(_expect(d["max_abs_diff"], (int, float), f"{where}.max_abs_diff")),
+        tolerance=float(_expect(d.get("tolerance", 1e-4), (int, float), f"{where}.tolerance")),
+        data_file=_expect(d.get("data_file", ONNX_DATA_FILE), str, f"{where}.data_file"),
+        created=_expect(d.get("created", ""), str, f"{where}.created"),
+    )
+
+
+def _validate_onnx(c: ModelConfig) -> None:
+    e = c.onnx
+    if e is None:
+        return
+    if not isinstance(e, OnnxExport):
+        raise CheckpointError(f"`onnx` must be an OnnxExport record, got {type(e).__name__}")
+    if not e.graphs:
+        raise CheckpointError("`onnx.graphs` must list at least one graph")
+    names = c.modality_names
+    files: list[str] = []
+    subsets: list[frozenset[str]] = []
+    for g in e.graphs:
+        where = f"onnx graph {g.file!r}"
+        if not g.modalities or any(m not in names for m in g.modalities):
+            raise CheckpointError(f"{where}: modalities {list(g.modalities)} must be a non-empty subset of {list(names)}")
+        if list(g.modalities) != [m for m in names if m in g.modalities]:
+            raise CheckpointError(f"{where}: modalities {list(g.modalities)} must be in model order {list(names)}")
+        if not _FILE_NAME.match(g.file) or not g.file.endswith(".onnx"):
+            raise CheckpointError(f"{where}: the file must be a plain *.onnx file name in the artifact directory")
+        if not _SHA256.match(g.sha256):
+            raise CheckpointError(f"{where}: `sha256` must be 64 lower-case hex digits")
+        files.append(g.file)
+        subsets.append(frozenset(g.modalities))
+    _unique(files, "onnx graph files")
+    if len(set(subsets)) != len(subsets):
+        raise CheckpointError("`onnx.graphs` lists a modality subset twice")
+    if not _FILE_NAME.match(e.data_file) or e.data_file in files:
+        raise CheckpointError(f"`onnx.data_file` must be a plain file name other than a graph's, got {e.data_file!r}")
+    for key in ("data_sha256", "source_sha256"):
+        if not isinstance(getattr(e, key), str) or not _SHA256.match(getattr(e, key)):
+            raise CheckpointError(f"`onnx.{key}` must be 64 lower-case hex digits")
+    if not isinstance(e.opset, int) or isinstance(e.opset, bool) or not 7 <= e.opset <= 99:
+        raise CheckpointError(f"`onnx.opset` must be an ONNX opset number, got {e.opset!r}")
+    for key in ("max_abs_diff", "tolerance"):
+        v = getattr(e, key)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise CheckpointError(f"`onnx.{key}` must be a finite number >= 0, got {v!r}")
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -478,6 +640,7 @@ def _validate_config(c: ModelConfig) -> None:
     for key in ("training", "metrics"):
         if not isinstance(getattr(c, key), Mapping):
             raise CheckpointError(f"`{key}` must be a JSON object")
+    _validate_onnx(c)
 
 
 # ----------------------------------------------------------------------------------------
@@ -598,6 +761,120 @@ def _read_config_file(path: Path, label: str) -> ModelConfig:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{label} is not valid JSON ({exc}); re-download or re-export the checkpoint") from None
     return ModelConfig.from_dict(data, source=label)
+
+
+# ----------------------------------------------------------------------------------------
+# The ONNX export, located and verified without torch
+# ----------------------------------------------------------------------------------------
+_EXPORT_HINT = "create it with `terramind-nyc export-onnx {src}` (needs the torch extra), or use backend torch"
+
+
+@dataclass(frozen=True)
+class OnnxFiles:
+    """Where an artifact's ONNX export is on this machine, and what ``config.json`` says of it."""
+
+    source: str
+    """The checkpoint as given: a directory or a Hugging Face repo id."""
+    revision: str | None
+    """Hugging Face revision asked for (None: the default branch, or a local directory)."""
+    config: ModelConfig
+    """The artifact's validated config (its ``onnx`` record is not None)."""
+    graphs: Mapping[tuple[str, ...], Path]
+    """Modality subset (model order) -> graph file."""
+    data: Path
+    """The shared external-data (weights) file."""
+
+    @property
+    def export(self) -> OnnxExport:
+        """The export record of ``config.json``."""
+        assert self.config.onnx is not None
+        return self.config.onnx
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe identity of the checkpoint (same keys as :meth:`Artifact.describe`, plus ``onnx``).
+
+        ``sha256`` is that of the ``model.safetensors`` the graphs were exported from, so that
+        results of both backends name the same weights."""
+        c, e = self.config, self.export
+        main = e.graph_for(c.modality_names) or e.graphs[0]
+        return {
+            "id": self.source,
+            "revision": self.revision,
+            "name": c.name,
+            "version": c.version,
+            "encoder": c.encoder,
+            "schema_version": c.schema_version,
+            "sha256": e.source_sha256,
+            "license": c.license,
+            "onnx": {"opset": e.opset, "exporter": e.exporter, "sha256": main.sha256, "data_sha256": e.data_sha256},
+        }
+
+
+def locate_onnx(source: str | os.PathLike[str], *, revision: str | None = None, verify: bool = True) -> OnnxFiles:
+    """Find (for a repo id: download) an artifact's ONNX export and check it against ``config.json``.
+
+    Only ``config.json`` and the ONNX files are read (``model.safetensors`` is not needed).
+    ``verify`` compares every file's sha256 with the record, so a truncated or corrupted graph
+    or weights file is refused before ONNX Runtime sees it.
+
+    Raises CheckpointNotFoundError when the artifact or its export is missing (the message says
+    how to export) and CheckpointError for a bad config or a file that does not match its record.
+    """
+    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+        raise InvalidInputError(f"checkpoint must be a directory or a Hugging Face repo id, got {source!r}")
+    src = os.fspath(source)
+    path = Path(src).expanduser()
+    local = path.exists() or not _looks_like_repo_id(src)
+    label = f"checkpoint {src!r}"
+    if local:
+        if not path.is_dir():
+            raise CheckpointNotFoundError(f"checkpoint {src!r}: no such directory; {_HOW_TO_FIX}")
+        config_path: Path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise CheckpointNotFoundError(f"checkpoint {src!r} has no {CONFIG_FILE}; {_HOW_TO_FIX}")
+        revision = None
+    else:
+        got = _hub_file(src, CONFIG_FILE, revision)
+        assert got is not None
+        config_path = got
+    config = _read_config_file(config_path, f"{label}: {CONFIG_FILE}")
+    export = config.onnx
+    hint = _EXPORT_HINT.format(src=src)
+    if export is None:
+        stray = " (it holds a model.onnx, but from another tool or an older export)" if (
+            local and (path / ONNX_FILE).exists()) else ""
+        raise CheckpointNotFoundError(
+            f"{label} has no ONNX export: {CONFIG_FILE} records none{stray}; {hint}"
+        )
+
+    def fetch(name: str) -> Path:
+        if local:
+            f = path / name
+            if not f.is_file():
+                raise CheckpointNotFoundError(f"{label}: {name} is missing although {CONFIG_FILE} records it; {hint}")
+            return f
+        got = _hub_file(src, name, revision)
+        assert got is not None
+        return got
+
+    graphs = {g.modalities: fetch(g.file) for g in export.graphs}
+    data = fetch(export.data_file)
+    if verify:
+        checks = [(g.file, graphs[g.modalities], g.sha256) for g in export.graphs]
+        checks.append((export.data_file, data, export.data_sha256))
+        for name, f, want in checks:
+            try:
+                got_sha = weights_sha256(f)
+                size = f.stat().st_size
+            except OSError as exc:
+                raise CheckpointError(f"{label}: {name} cannot be read: {exc}") from None
+            if got_sha != want:
+                raise CheckpointError(
+                    f"{label}: {name} is corrupt or truncated ({size} bytes, sha256 {got_sha[:12]}..., "
+                    f"{CONFIG_FILE} records {want[:12]}...); re-download the artifact or re-run "
+                    f"`terramind-nyc export-onnx {src}`"
+                )
+    return OnnxFiles(src, revision, config, graphs, data)
 
 
 # ----------------------------------------------------------------------------------------
@@ -813,6 +1090,13 @@ class Artifact:
         }
 
 
+def _onnx_files_in(directory: Path) -> list[Path]:
+    """The ONNX export files in an artifact directory (graphs and external data)."""
+    names = {ONNX_FILE, ONNX_DATA_FILE}
+    return sorted(p for p in directory.iterdir() if p.is_file() and (
+        p.name in names or (p.name.startswith("model.") and p.name.endswith(".onnx"))))
+
+
 def load_artifact(source: str | os.PathLike[str], *, revision: str | None = None, device: str = "cpu") -> Artifact:
     """Load a checkpoint: validate the config, verify the weights, build the network.
 
@@ -852,9 +1136,11 @@ def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, direc
 
     ``config`` defaults to the network's own; when given it may change anything but the
     architecture (names, version, class names, colours, threshold, statistics, provenance,
-    metrics). An existing artifact is replaced only with ``overwrite=True``; a stale
-    ``model.onnx`` is then removed, since it no longer matches the weights. Files are written
-    to temporary names first, so a failed save leaves no half-written artifact.
+    metrics). An existing artifact is replaced only with ``overwrite=True``; a stale ONNX
+    export (``model.onnx``, ``model.*.onnx``, ``model.onnx.data``) is then removed and the
+    config's ``onnx`` record dropped, since they no longer match the weights (re-export with
+    ``terramind-nyc export-onnx``). Files are written to temporary names first, so a failed
+    save leaves no half-written artifact.
     """
     from safetensors.torch import save_file
 
@@ -873,6 +1159,8 @@ def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, direc
     out = Path(os.fspath(directory)).expanduser()
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"{out} exists and is not a directory")
+    if config.onnx is not None:
+        config = config.replace(onnx=None)
     existing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE) if (out / n).exists()]
     if existing and not overwrite:
         raise InvalidInputError(f"{out} already holds an artifact ({', '.join(existing)}); pass overwrite=True")
@@ -886,9 +1174,9 @@ def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, direc
         save_file(tensors, tmp_w.name, metadata={"format": "pt", "schema_version": str(SCHEMA_VERSION)})
         with tmp_c:
             tmp_c.write(text)
-        if (out / ONNX_FILE).exists():
-            log.info("removing stale %s from %s", ONNX_FILE, out)
-            (out / ONNX_FILE).unlink()
+        for stale in _onnx_files_in(out):
+            log.info("removing stale %s from %s", stale.name, out)
+            stale.unlink()
         os.replace(tmp_w.name, out / WEIGHTS_FILE)
         os.replace(tmp_c.name, out / CONFIG_FILE)
     finally:

@@ -311,7 +311,8 @@ def resolve_when(when: Any, settings: Settings | None = None, now: datetime | No
 
     ``when`` may be:
 
-    - ``None``: the last ``settings.recency_days`` days up to now;
+    - ``None``: the last ``settings.recency_days`` days up to now, with the end rounded up to
+      the next whole hour (so repeated calls share cache keys for an hour);
     - a ``date``, ``datetime`` or ISO string: the ``recency_days`` ending then (a date means
       the end of that day, UTC; naive datetimes are UTC);
     - ``"start/end"`` (ISO; either side may be ``..`` for open) or a ``(start, end)`` pair.
@@ -324,7 +325,10 @@ def resolve_when(when: Any, settings: Settings | None = None, now: datetime | No
     now_ = _utc(now) if now is not None else datetime.now(UTC)
     span = timedelta(days=s.recency_days)
     if when is None:
-        return now_ - span, now_
+        end_ = now_.replace(minute=0, second=0, microsecond=0)
+        if end_ < now_:
+            end_ += timedelta(hours=1)
+        return end_ - span, end_
     if isinstance(when, str) and "/" in when:
         parts = when.split("/")
         if len(parts) != 2:

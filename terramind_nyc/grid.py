@@ -258,8 +258,13 @@ class ChipGrid:
 
     @property
     def geobox(self) -> GeoBox:
-        """The grid as an ``odc.geo`` GeoBox (what odc-stac's ``load(geobox=...)`` takes)."""
-        from odc.geo.geobox import GeoBox
+        """The grid as an ``odc.geo`` GeoBox (what odc-stac's ``load(geobox=...)`` takes).
+
+        Needs ``odc-geo`` (installed with odc-stac; not a dependency of this library)."""
+        try:
+            from odc.geo.geobox import GeoBox
+        except ImportError:
+            raise ImportError("ChipGrid.geobox needs odc-geo: pip install odc-stac (or odc-geo)") from None
 
         return GeoBox((self.height, self.width), self.transform, self.crs)
 

@@ -66,6 +66,10 @@ def test_when_none_is_the_recency_window() -> None:
     start, end = resolve_when(None, s, now=NOW)
     assert end == NOW and start == NOW - timedelta(days=30)
     assert start.tzinfo is not None and end.tzinfo is not None
+    # within the hour the window is the same (cache keys are stable); it ends at the next hour
+    later = NOW + timedelta(minutes=17, seconds=3)
+    assert resolve_when(None, s, now=later) == (NOW + timedelta(hours=1) - timedelta(days=30), NOW + timedelta(hours=1))
+    assert resolve_when(None, s, now=later) == resolve_when(None, s, now=later + timedelta(minutes=30))
 
 
 def test_when_forms() -> None:

@@ -12,7 +12,9 @@ Usable by this project's tests and by anyone testing code built on terramind_nyc
             api.faults.fail(503, "/search")            # the next search fails once
             settings = settings.replace(catalog_provider="stac-api", catalog_url=api.url)
 
-Nothing here imports torch. The pytest fixtures built on this live in the project's
+Nothing here imports torch. The servers (and their ``rangehttpserver`` dependency, in the
+``dev`` extra) load on first use, so the generated catalog works in a torch-free, dev-free
+install (``terramind-nyc selfcheck`` reads it through the local provider). The pytest fixtures built on this live in the project's
 ``tests/conftest.py``.
 """
 
@@ -35,17 +37,31 @@ from .fixtures import (
     data_dir,
     fixture_elevation,
 )
-from .servers import (
-    CogServer,
-    FaultProxy,
-    Faults,
-    HarnessError,
-    HarnessUnavailable,
-    PgstacServer,
-    RequestRecord,
-    StacServer,
-    free_port,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .servers import (
+        CogServer,
+        FaultProxy,
+        Faults,
+        HarnessError,
+        HarnessUnavailable,
+        PgstacServer,
+        RequestRecord,
+        StacServer,
+        free_port,
+    )
+
+_SERVERS = ("CogServer", "FaultProxy", "Faults", "HarnessError", "HarnessUnavailable", "PgstacServer",
+            "RequestRecord", "StacServer", "free_port")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVERS:
+        from . import servers
+
+        return getattr(servers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "S1_NODATA",

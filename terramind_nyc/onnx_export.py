@@ -1,0 +1,422 @@
+"""ONNX export of a checkpoint: one graph per modality subset, weights stored once, verified.
+
+    from terramind_nyc.onnx_export import export_onnx
+    record = export_onnx("path/to/artifact")            # or out="other/dir"
+    record.max_abs_diff                                  # ORT vs torch on random inputs
+
+writes into the artifact directory::
+
+    model.onnx               every modality (S2L2A + S1RTC + DEM)
+    model.S2L2A.onnx         one graph per further modality subset the export covers
+    model.S2L2A-S1RTC.onnx   (default: every subset that holds the first modality, S2L2A)
+    model.S2L2A-DEM.onnx
+    model.onnx.data          the weights all of them read (ONNX external data), each tensor once
+
+and records the export (opset, exporter, file hashes, the verified difference) under ``onnx``
+in ``config.json``.
+
+Why one graph per subset: TerraMind concatenates the tokens of the modalities it is given and
+attends over all of them, so a chip without S1 is a different computation, not the full one
+with zeros. A graph traced on a subset is exactly what the torch network computes on that
+subset. The graphs differ only in their patch embeddings and token counts; every weight they
+share is written once to ``model.onnx.data`` (tensors are deduplicated by content), so the
+extra graphs cost about a megabyte each on disk. A single graph with a modality mask would have
+to re-implement TerraMind's attention with a key mask and always pay for every modality's
+tokens (S2 alone runs in under a third of the time of all three).
+
+Inputs are named after the modalities, ``(batch, bands, tile, tile)`` float32 standardised
+values (``(batch, bands, T, tile, tile)`` when T > 1) with a dynamic batch and the config's
+fixed tile size; outputs are named after the heads, logits ``(batch, classes, tile, tile)``.
+
+Before anything is written into the artifact, every graph is run by ONNX Runtime on random
+inputs and compared with torch; a difference above ``tolerance`` (1e-4) fails the export with
+the figure. Needs the ``torch`` extra (torch, terratorch, onnx; onnxscript for the dynamo
+exporter) and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .artifact import (
+    CONFIG_FILE,
+    ONNX_DATA_FILE,
+    WEIGHTS_FILE,
+    ModelConfig,
+    OnnxExport,
+    OnnxGraph,
+    _onnx_files_in,
+    load_artifact,
+    onnx_graph_file,
+    weights_sha256,
+)
+from .errors import BackendError, InvalidInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .network import MultiHeadTerraMind
+
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "export_onnx", "resolve_subsets"]
+
+log = logging.getLogger(__name__)
+
+#: ONNX opset of the export (both torch exporters handle the network at 20).
+DEFAULT_OPSET = 20
+#: torch.onnx exporters: the TorchScript-based one (default: about 4x faster to export here) and
+#: the torch.export-based one (``dynamo=True``, needs onnxscript).
+EXPORTERS = ("torchscript", "dynamo")
+#: Tensors smaller than this stay inside the graph file (as onnx's own external-data writer does).
+_INLINE_BYTES = 1024
+#: Offsets of tensors in the external-data file are aligned to this (lets ONNX Runtime map them).
+_ALIGN = 4096
+
+SubsetsLike = str | Sequence[Sequence[str] | str] | None
+
+
+def resolve_subsets(config: ModelConfig, subsets: SubsetsLike = None) -> list[tuple[str, ...]]:
+    """The modality subsets to export, in model order, the full set first.
+
+    ``subsets``: None or ``"default"``: every subset holding the first modality (S2L2A: what
+    ``fetch`` can produce, since it needs Sentinel-2); ``"all"``: every non-empty subset;
+    ``"full"``: only all modalities; or a list of subsets, each a sequence of names or a string
+    ``"S2L2A+DEM"``. The full set is always exported (it is ``model.onnx``).
+    """
+    names = config.modality_names
+    if subsets is None or subsets == "default":
+        picked = [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r) if names[0] in c]
+    elif subsets == "all":
+        picked = [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
+    elif subsets == "full":
+        picked = []
+    elif isinstance(subsets, str):
+        picked = [tuple(p.strip() for p in part.split("+") if p.strip()) for part in subsets.split(",") if part.strip()]
+    else:
+        picked = [tuple(p.strip() for p in s.split("+")) if isinstance(s, str) else tuple(s) for s in subsets]
+    out: list[tuple[str, ...]] = [names]
+    for s in picked:
+        unknown = sorted(set(s) - set(names))
+        if not s or unknown:
+            raise InvalidInputError(
+                f"modality subset {'+'.join(s) or '(empty)'}: subsets are non-empty sets of {list(names)}"
+                + (f" ({unknown} unknown)" if unknown else "")
+            )
+        ordered = tuple(m for m in names if m in s)
+        if ordered not in out:
+            out.append(ordered)
+    return out
+
+
+def export_onnx(
+    artifact: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    subsets: SubsetsLike = None,
+    opset: int = DEFAULT_OPSET,
+    exporter: Literal["torchscript", "dynamo"] = "torchscript",
+    tolerance: float = 1e-4,
+    revision: str | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> OnnxExport:
+    """Export ``artifact``'s network to ONNX (module docstring), verify it, record it; return the record.
+
+    Args:
+        artifact: a local artifact directory, or a Hugging Face repo id (then ``out`` is needed).
+        out: folder to write the exported artifact to (``config.json`` and ``model.safetensors``
+            are copied there); default: into ``artifact`` itself.
+        subsets: which modality subsets get a graph (:func:`resolve_subsets`).
+        opset: ONNX opset.
+        exporter: ``torchscript`` or ``dynamo`` (torch.onnx's two exporters).
+        tolerance: largest absolute logit difference ONNX Runtime may show against torch.
+        revision: hub revision of a repo id.
+        seed: seed of the random verification inputs.
+        progress: called with a line of text at each step (the CLI prints them).
+
+    Raises BackendError when torch, onnx or onnxruntime are missing, the exporter fails, or
+    the verification finds a difference above ``tolerance`` (the message gives the figure).
+    Nothing in the artifact changes unless the whole export succeeds; a previous export there
+    is replaced.
+    """
+    say = progress or (lambda line: log.info("%s", line))
+    if exporter not in EXPORTERS:
+        raise InvalidInputError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise InvalidInputError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    torch, onnx, ort = _imports(exporter)
+
+    src = Path(os.fspath(artifact)).expanduser()
+    if out is None and not src.is_dir():
+        raise InvalidInputError(f"{artifact!s} is not a local artifact directory; pass `out` to export a hub checkpoint")
+    t0 = datetime.now(UTC)
+    art = load_artifact(artifact, revision=revision, device="cpu")
+    config = art.config
+    network = art.network
+    # channels-last is a CPU speed-up of the eager network; ONNX has no memory formats
+    network.to(memory_format=torch.contiguous_format)
+    network.eval()
+    wanted = resolve_subsets(config, subsets)
+    dest = src if out is None else Path(os.fspath(out)).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise InvalidInputError(f"{dest} exists and is not a directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    say(f"exporting {config.name} {config.version} ({config.encoder}) to ONNX opset {opset} with the {exporter} "
+        f"exporter: {len(wanted)} graph(s) -> {dest}")
+
+    stage = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=dest))
+    try:
+        graphs, data_sha, max_diff = _export_all(network, config, wanted, stage, opset=opset, exporter=exporter,
+                                                 tolerance=tolerance, seed=seed, say=say, torch=torch, onnx=onnx,
+                                                 ort=ort)
+        record = OnnxExport(
+            graphs=tuple(graphs),
+            data_sha256=data_sha,
+            source_sha256=art.sha256,
+            opset=opset,
+            exporter=f"torch.onnx {exporter} (torch {torch.__version__.split('+')[0]}, onnx {onnx.__version__})",
+            max_abs_diff=float(max_diff),
+            tolerance=float(tolerance),
+            data_file=ONNX_DATA_FILE,
+            created=t0.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        )
+        _install(art.files.config, art.files.weights, dest, stage, config, record)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    say(f"wrote {len(record.graphs)} graph(s) and {ONNX_DATA_FILE} to {dest}; ONNX Runtime vs torch max abs diff "
+        f"{record.max_abs_diff:.2e} (<= {tolerance:g})")
+    return record
+
+
+# ----------------------------------------------------------------------------------------
+def _imports(exporter: str) -> tuple[Any, Any, Any]:
+    try:
+        import torch
+    except ImportError:
+        raise BackendError("export-onnx needs torch and terratorch: pip install -c constraints.txt "
+                           "'terramind-nyc[torch,onnx]'") from None
+    try:
+        import onnx
+    except ImportError:
+        raise BackendError("export-onnx needs the onnx package: pip install 'terramind-nyc[torch]'") from None
+    if exporter == "dynamo":
+        try:
+            import onnxscript  # noqa: F401
+        except ImportError:
+            raise BackendError("the dynamo exporter needs onnxscript: pip install 'terramind-nyc[torch]', or use "
+                               "exporter='torchscript'") from None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendError("export-onnx verifies the export with ONNX Runtime: pip install 'terramind-nyc[onnx]' "
+                           "(or one of the gpu, rocm, migraphx extras)") from None
+    return torch, onnx, ort
+
+
+def _input_shape(config: ModelConfig, modality: str, batch: int) -> tuple[int, ...]:
+    bands = len(config.modality(modality).bands)
+    t = config.tile_size
+    if config.timesteps > 1:
+        return (batch, bands, config.timesteps, t, t)
+    return (batch, bands, t, t)
+
+
+def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[tuple[str, ...]], stage: Path, *,
+                opset: int, exporter: str, tolerance: float, seed: int, say: Callable[[str], None],
+                torch: Any, onnx: Any, ort: Any) -> tuple[list[OnnxGraph], str, float]:
+    """Export, externalise and verify every graph into ``stage``; return (graphs, data sha256, max diff)."""
+    heads = list(config.head_names)
+    store = _TensorStore(stage / ONNX_DATA_FILE)
+    files: list[tuple[tuple[str, ...], str]] = []
+    try:
+        for subset in wanted:
+            name = onnx_graph_file(subset, config.modality_names)
+            raw = stage / f"raw-{name}"
+            say(f"  {'+'.join(subset)} -> {name}")
+            _trace(network, config, subset, heads, raw, opset=opset, exporter=exporter, torch=torch)
+            model = onnx.load(str(raw), load_external_data=True)
+            raw.unlink()
+            for extra in stage.glob(f"raw-{name}*"):  # the dynamo exporter may write external data beside it
+                extra.unlink()
+            store.externalise(model, onnx)
+            onnx.save_model(model, str(stage / name))
+            del model
+            files.append((subset, name))
+    finally:
+        store.close()
+    for _, name in files:
+        try:
+            onnx.checker.check_model(str(stage / name))
+        except Exception as exc:  # noqa: BLE001 - any checker failure is an exporter failure
+            raise BackendError(f"the exported {name} is not a valid ONNX model: {exc}") from None
+    say(f"  {ONNX_DATA_FILE}: {store.size / 2**20:.1f} MiB ({store.count} tensors, {store.deduplicated} shared "
+        "between graphs)")
+
+    # verify: ONNX Runtime against torch, on random standardised inputs, batch of 2
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    for subset, name in files:
+        x = {m: rng.standard_normal(_input_shape(config, m, 2), dtype=np.float32) for m in subset}
+        try:
+            sess = ort.InferenceSession(str(stage / name), opts, providers=["CPUExecutionProvider"])
+            got = dict(zip(heads, sess.run(heads, x)))
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise BackendError(f"ONNX Runtime cannot run the exported {name}: {type(exc).__name__}: {exc}") from None
+        del sess
+        with torch.inference_mode():
+            ref = network({m: torch.from_numpy(a) for m, a in x.items()})
+        for h in heads:
+            want = ref[h].float().numpy()
+            if got[h].shape != want.shape:
+                raise BackendError(f"export verification failed: {name} gives {h} of shape {got[h].shape}, "
+                                   f"torch {want.shape}")
+            diff = float(np.abs(got[h] - want).max())
+            if not np.isfinite(diff) or diff > tolerance:
+                raise BackendError(
+                    f"export verification failed: ONNX Runtime's {h} logits from {name} differ from torch's by up to "
+                    f"{diff:.3g} (tolerance {tolerance:g}); nothing was written. Try the other exporter "
+                    f"(exporter='{'dynamo' if exporter == 'torchscript' else 'torchscript'}') or another opset"
+                )
+            worst = max(worst, diff)
+        say(f"  verified {name}: max abs diff {worst:.2e}")
+    graphs = [OnnxGraph(subset, name, weights_sha256(stage / name)) for subset, name in files]
+    return graphs, weights_sha256(stage / ONNX_DATA_FILE), worst
+
+
+def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, ...], heads: list[str], path: Path,
+           *, opset: int, exporter: str, torch: Any) -> None:
+    """One graph for ``subset`` with torch.onnx (weights inline)."""
+
+    class Graph(torch.nn.Module):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, *inputs: Any) -> tuple[Any, ...]:
+            out = self.network(dict(zip(subset, inputs)))
+            return tuple(out[h] for h in heads)
+
+    graph = Graph().eval()
+    example = tuple(torch.zeros(_input_shape(config, m, 2)) for m in subset)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                batch = torch.export.Dim("batch", min=1, max=4096)
+                torch.onnx.export(graph, example, str(path), input_names=list(subset), output_names=heads,
+                                  opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                                  dynamic_shapes=(tuple({0: batch} for _ in subset),))
+            else:
+                torch.onnx.export(graph, example, str(path), input_names=list(subset), output_names=heads,
+                                  opset_version=opset, dynamo=False, do_constant_folding=True,
+                                  dynamic_axes={n: {0: "batch"} for n in (*subset, *heads)})
+    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+        raise BackendError(f"torch.onnx ({exporter}) could not export the {'+'.join(subset)} graph: "
+                           f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+
+
+class _TensorStore:
+    """Writes initializers into one external-data file, each distinct tensor once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = open(path, "wb")
+        self._index: dict[tuple[int, bytes], tuple[int, int]] = {}
+        self.size = 0
+        self.count = 0
+        self.deduplicated = 0
+
+    def externalise(self, model: Any, onnx: Any) -> None:
+        from onnx import numpy_helper
+        from onnx.external_data_helper import set_external_data
+
+        for t in _initializers(model.graph):
+            if t.data_location == onnx.TensorProto.EXTERNAL:  # pragma: no cover - loaded with external data
+                raise BackendError(f"initializer {t.name} was not loaded")
+            if t.data_type == onnx.TensorProto.STRING:
+                continue
+            if t.HasField("raw_data"):
+                data = t.raw_data
+            else:
+                arr = numpy_helper.to_array(t)
+                data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()  # ONNX data is little-endian
+            if len(data) < _INLINE_BYTES:
+                continue
+            key = (t.data_type, hashlib.sha256(data).digest())
+            where = self._index.get(key)
+            if where is None:
+                pad = (-self.size) % _ALIGN
+                if pad:
+                    self._f.write(b"\0" * pad)
+                    self.size += pad
+                where = (self.size, len(data))
+                self._f.write(data)
+                self.size += len(data)
+                self._index[key] = where
+                self.count += 1
+            else:
+                self.deduplicated += 1
+            for fld in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                t.ClearField(fld)
+            t.raw_data = data  # set_external_data wants it present; cleared next
+            set_external_data(t, location=self.path.name, offset=where[0], length=where[1])
+            t.data_location = onnx.TensorProto.EXTERNAL
+            t.ClearField("raw_data")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _initializers(graph: Any) -> list[Any]:
+    """Initializers of a graph and of its subgraphs (If/Loop/Scan bodies)."""
+    out = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                out.extend(_initializers(attr.g))
+            for g in attr.graphs:
+                out.extend(_initializers(g))
+    return out
+
+
+def _install(config_src: Path, weights_src: Path, dest: Path, stage: Path, config: ModelConfig,
+             record: OnnxExport) -> None:
+    """Move the staged export into ``dest`` and record it in ``dest``'s config.json (atomic steps)."""
+
+    def write_config(c: ModelConfig) -> None:
+        tmp = tempfile.NamedTemporaryFile("w", dir=dest, prefix=".config.", suffix=".tmp", delete=False)
+        try:
+            with tmp:
+                tmp.write(c.to_json())
+            os.replace(tmp.name, dest / CONFIG_FILE)
+        finally:
+            if os.path.exists(tmp.name):
+                os.unlink(tmp.name)
+
+    same = dest.resolve() == config_src.parent.resolve()
+    if not same:
+        tmp = dest / f".{WEIGHTS_FILE}.tmp"
+        shutil.copyfile(weights_src, tmp)
+        os.replace(tmp, dest / WEIGHTS_FILE)
+    # first forget the old export, then move the new files in, then record them: an interrupted
+    # install leaves an artifact without an export, never one whose record names other files
+    write_config(dataclasses.replace(config, onnx=None))
+    keep = {g.file for g in record.graphs} | {record.data_file}
+    for f in _onnx_files_in(dest):
+        if f.name not in keep:
+            f.unlink()
+    for name in sorted(keep):
+        os.replace(stage / name, dest / name)
+    write_config(dataclasses.replace(config, onnx=record))
