@@ -329,8 +329,22 @@ def _get_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings
     read = []
 
     def compute() -> Chip:
+        disk = caches.read_disk(key)  # optional on-disk chip cache (settings.cache_dir)
+        if disk is not None:
+            from .chips import Chip
+
+            try:
+                return Chip.from_arrays(*disk)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("ignoring unusable on-disk chip cache entry: %s", exc)
         read.append(True)
-        return _read_chip(grid, start, end, settings, deadline)
+        chip = _read_chip(grid, start, end, settings, deadline)
+        if caches.cache_dir is not None and hasattr(chip, "to_arrays"):
+            try:
+                caches.write_disk(key, *chip.to_arrays())
+            except OSError as exc:
+                log.warning("could not write the on-disk chip cache in %s: %s", caches.cache_dir, exc)
+        return chip
 
     chip = caches.chips.get_or_compute(key, compute)
     if not read:

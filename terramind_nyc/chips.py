@@ -441,6 +441,41 @@ class Chip:
         p = self.provenance.get("S2L2A")
         return p.catalog if p is not None else ""
 
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``(arrays, meta)``: plain numpy arrays and JSON-safe metadata that :meth:`from_arrays`
+        turns back into this chip (the on-disk chip cache stores them as .npz + .json, no pickle)."""
+        arrays = {f"array_{m}": np.asarray(a) for m, a in self.arrays.items()}
+        arrays.update({f"mask_{m}": np.asarray(v) for m, v in self.masks.items()})
+        if self.scl is not None:
+            arrays["scl"] = np.asarray(self.scl)
+        meta = {"format": 1, "grid": self.grid.to_dict(),
+                "provenance": {m: dataclasses.asdict(p) for m, p in self.provenance.items()},
+                "missing": list(self.missing), "notes": dict(self.notes), "window": list(self.window),
+                "timings": dict(self.timings)}
+        return arrays, meta
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Chip:
+        """Rebuild a chip from :meth:`to_arrays` output. Raises ValueError when it does not fit."""
+        if meta.get("format") != 1:
+            raise ValueError(f"unknown chip format {meta.get('format')!r}")
+        tuples = {f.name for f in dataclasses.fields(ModalityProvenance) if str(f.type).startswith("tuple")}
+        fields: dict[str, dict[str, Any]] = {
+            m: {k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()}
+            for m, d in meta["provenance"].items()}
+        prov = {m: ModalityProvenance(**f) for m, f in fields.items()}
+        from .grid import ChipGrid
+
+        return cls(
+            grid=ChipGrid.from_dict(meta["grid"]),
+            arrays={k[len("array_"):]: np.asarray(v, np.float32) for k, v in arrays.items() if k.startswith("array_")},
+            masks={k[len("mask_"):]: np.asarray(v, bool) for k, v in arrays.items() if k.startswith("mask_")},
+            scl=np.asarray(arrays["scl"]) if "scl" in arrays else None,
+            provenance=prov, missing=tuple(meta.get("missing", ())), notes=dict(meta.get("notes", {})),
+            window=tuple(meta.get("window", ("", ""))),  # type: ignore[arg-type]
+            timings=dict(meta.get("timings", {})),
+        )
+
     def valid_fraction(self, modality: str) -> float:
         """Share of valid pixels of ``modality`` (0 when absent)."""
         m = self.masks.get(modality)

@@ -173,7 +173,7 @@ def selfcheck(ctx: click.Context, ck: str | None, outdir: str | None, as_json: b
                 click.echo(f"  {line}")
         if rep.random_weights:
             click.echo("\nnote: the model has RANDOM weights; these figures check the plumbing, not the land cover."
-                       "\n      Pass --checkpoint (or set TERRAMIND_NYC_CHECKPOINT) to check a trained artifact.")
+                       "\n      Run `terramind-nyc selfcheck --checkpoint DIR_OR_REPO_ID` to check a trained artifact.")
         click.echo(f"selfcheck: {len(rep.checks) - len(rep.failed)} passed, {len(rep.failed)} failed")
     if not rep.ok:
         raise SystemExit(1)

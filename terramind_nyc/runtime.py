@@ -10,27 +10,40 @@ statistics (nodata -> 0, the mean, after standardising), cuts the window into ti
 config's tile size with overlap (:mod:`terramind_nyc.tiling`), runs all tiles in batches of
 ``tile_batch``, blends the logits and returns softmax probabilities as numpy. The tiling,
 standardisation and blending are backend-independent; a backend only implements
-:meth:`Runtime._forward` on a batch of standardised tiles. This module holds the torch backend
-(CPU, CUDA; ROCm builds of torch also report as ``cuda``).
+:meth:`Runtime._forward` on a batch of standardised tiles. Two backends:
 
-Runtimes are safe to call from several threads: the network is only read (eval mode, under
-``torch.inference_mode``), and every call keeps its own buffers.
+- :class:`TorchRuntime`: the network of :mod:`terramind_nyc.network` (CPU, CUDA; ROCm builds of
+  torch also report as ``cuda``).
+- :class:`OnnxRuntime`: the artifact's ONNX export (:mod:`terramind_nyc.onnx_export`) in ONNX
+  Runtime, with the execution providers of the ``onnx_providers`` setting (MIGraphX, ROCm,
+  CUDA, CPU) filtered to those the installed onnxruntime offers. Neither torch nor terratorch
+  is imported.
+
+``backend="auto"`` takes ONNX Runtime when the artifact has an ONNX export and onnxruntime is
+installed, else torch.
+
+Runtimes are safe to call from several threads: the torch network is only read (eval mode,
+under ``torch.inference_mode``), an ONNX Runtime session's ``run`` is thread-safe, and every
+call keeps its own buffers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .artifact import Artifact, ModelConfig
-from .errors import BackendError, InvalidInputError, SettingsError
+from .artifact import Artifact, ModelConfig, OnnxFiles
+from .errors import BackendError, CheckpointError, InvalidInputError, SettingsError, TerramindNYCWarning
 from .settings import Settings
 from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax
 
@@ -38,7 +51,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .network import MultiHeadTerraMind
 
 __all__ = [
+    "ONNX_EXTRAS",
+    "OnnxRuntime",
     "Prediction",
+    "ProviderFallbackWarning",
     "Runtime",
     "TorchRuntime",
     "clear_runtimes",

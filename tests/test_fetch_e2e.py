@@ -110,3 +110,26 @@ def test_cli_fetch_json_riprap_and_outputs(world, tmp_path):
     assert res.exit_code == 0 and "buildings:" in res.output and "land cover:" in res.output
     res = runner.invoke(cli, ["fetch", "51.5", "-0.12"], env=env)
     assert res.exit_code != 0 and "outside" in res.output
+
+
+def test_on_disk_chip_cache_survives_the_process_caches(world, tmp_path, monkeypatch):
+    cat, ck = world
+    import terramind_nyc.api as api
+
+    lat, lon = cat.points["no_s1"]
+    s = cat.settings(checkpoint=str(ck), cache_dir=str(tmp_path / "chips"))
+    first = fetch(lat, lon, when=cat.when("no_s1"), settings=s)
+    assert list((tmp_path / "chips").glob("chip-*.npz"))
+    clear_caches()  # in-memory caches gone; the disk entry must answer without any read
+
+    def no_reads(*a, **kw):
+        raise AssertionError("the reader ran although the chip was on disk")
+
+    monkeypatch.setattr(api, "_read_chip", no_reads)
+    with pytest.warns(Warning) as caught:  # the missing S1 is still reported
+        again = fetch(lat, lon, when=cat.when("no_s1"), settings=s)
+    assert any("S1RTC" in str(w.message) for w in caught)
+    assert again.building_density == first.building_density
+    assert again.lulc_fractions == first.lulc_fractions
+    assert again.provenance.imagery["S2L2A"]["item_ids"] == first.provenance.imagery["S2L2A"]["item_ids"]
+    assert again.provenance.modalities_missing == ("S1RTC",)
