@@ -398,6 +398,7 @@ def _build_result(
     timings: dict[str, float],
     t_start: float,
     settings: Settings,
+    window_rgb: np.ndarray | None = None,
 ) -> Result:
     """Crop the window's prediction to ``grid``, summarise it and assemble the Result."""
     from .grid import summary_mask
@@ -410,8 +411,9 @@ def _build_result(
     info = runtime.model_info()
     summary = summarise(probs, lulc_classes=info["lulc_classes"], building_threshold=info["building_threshold"],
                         area=area, valid=valid)
-    full_rgb = chip.rgb()
-    rgb = None if full_rgb is None else np.ascontiguousarray(_crop(full_rgb, chip_grid, grid))
+    if window_rgb is None:
+        window_rgb = chip.rgb()  # fetch_many passes it in: one true-colour pass per shared window
+    rgb = None if window_rgb is None else np.ascontiguousarray(_crop(window_rgb, chip_grid, grid))
     timings = dict(timings, summary=time.perf_counter() - t)
     timings["total"] = time.perf_counter() - t_start
     now = datetime.now(timezone.utc)
@@ -742,13 +744,14 @@ def _run_shared_window(
         return [BatchItem(i, *coords[i], None, exc) for i, _ in members]
     out = []
     share = 1.0 / len(members)
+    window_rgb = chip.rgb()
     for i, g in members:
         lat, lon = coords[i]
         try:
             res = _build_result(lat=lat, lon=lon, radius_m=radius, grid=g, chip_grid=chip.grid, chip=chip,
                                 probabilities=probs, runtime=runtime, start=start, end=end,
                                 timings={"imagery": t_img * share, "model": t_model * share},
-                                t_start=t_start, settings=settings)
+                                t_start=t_start, settings=settings, window_rgb=window_rgb)
             out.append(BatchItem(i, lat, lon, res))
         except TerramindNYCError as exc:
             out.append(BatchItem(i, lat, lon, None, exc))

@@ -61,6 +61,7 @@ __all__ = [
     "OnnxGraph",
     "S2OffsetRule",
     "load_artifact",
+    "has_onnx_export",
     "locate_artifact",
     "locate_onnx",
     "onnx_graph_file",
@@ -78,6 +79,8 @@ WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
 #: The external-data file every exported graph reads its weights from.
 ONNX_DATA_FILE = "model.onnx.data"
+#: Precisions an ONNX export may have.
+ONNX_PRECISIONS = ("float32", "float16")
 
 #: TerraMind v1 encoder sizes: name -> (depth, token dimension).
 ENCODERS: Mapping[str, tuple[int, int]] = {
@@ -186,6 +189,12 @@ class OnnxExport:
     the verification on random inputs at export time."""
     tolerance: float = 1e-4
     """The bound :attr:`max_abs_diff` was checked against."""
+    argmax_agreement: float = 1.0
+    """Smallest share (0..1) of pixels, over every graph and head, whose argmax class ONNX Runtime
+    and torch agreed on in that verification."""
+    precision: str = "float32"
+    """Weights and arithmetic of the graphs: ``float32``, or ``float16`` (inputs and outputs
+    stay float32; meant for GPU execution providers)."""
     data_file: str = ONNX_DATA_FILE
     """File name of the shared external-data (weights) file."""
     created: str = ""
@@ -212,6 +221,8 @@ class OnnxExport:
             "exporter": self.exporter,
             "max_abs_diff": self.max_abs_diff,
             "tolerance": self.tolerance,
+            "argmax_agreement": self.argmax_agreement,
+            "precision": self.precision,
             "created": self.created,
         }
 
@@ -523,6 +534,8 @@ def _onnx_export(d: Any, where: str) -> OnnxExport:
         exporter=_expect(d["exporter"], str, f"{where}.exporter"),
         max_abs_diff=float(_expect(d["max_abs_diff"], (int, float), f"{where}.max_abs_diff")),
         tolerance=float(_expect(d.get("tolerance", 1e-4), (int, float), f"{where}.tolerance")),
+        argmax_agreement=float(_expect(d.get("argmax_agreement", 1.0), (int, float), f"{where}.argmax_agreement")),
+        precision=_expect(d.get("precision", "float32"), str, f"{where}.precision"),
         data_file=_expect(d.get("data_file", ONNX_DATA_FILE), str, f"{where}.data_file"),
         created=_expect(d.get("created", ""), str, f"{where}.created"),
     )
@@ -565,6 +578,10 @@ def _validate_onnx(c: ModelConfig) -> None:
         v = getattr(e, key)
         if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise CheckpointError(f"`onnx.{key}` must be a finite number >= 0, got {v!r}")
+    if not isinstance(e.argmax_agreement, (int, float)) or not 0.0 <= e.argmax_agreement <= 1.0:
+        raise CheckpointError(f"`onnx.argmax_agreement` is a fraction 0..1, got {e.argmax_agreement!r}")
+    if e.precision not in ONNX_PRECISIONS:
+        raise CheckpointError(f"`onnx.precision` must be one of {list(ONNX_PRECISIONS)}, got {e.precision!r}")
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -810,6 +827,39 @@ class OnnxFiles:
         }
 
 
+def _config_only(source: str | os.PathLike[str], revision: str | None) -> tuple[str, Path, bool, ModelConfig]:
+    """(source, local path, is local, config) reading only ``config.json`` (downloading only it)."""
+    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+        raise InvalidInputError(f"checkpoint must be a directory or a Hugging Face repo id, got {source!r}")
+    src = os.fspath(source)
+    path = Path(src).expanduser()
+    local = path.exists() or not _looks_like_repo_id(src)
+    if local:
+        if not path.is_dir():
+            raise CheckpointNotFoundError(f"checkpoint {src!r}: no such directory; {_HOW_TO_FIX}")
+        config_path: Path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise CheckpointNotFoundError(f"checkpoint {src!r} has no {CONFIG_FILE}; {_HOW_TO_FIX}")
+    else:
+        got = _hub_file(src, CONFIG_FILE, revision)
+        assert got is not None
+        config_path = got
+    return src, path, local, _read_config_file(config_path, f"checkpoint {src!r}: {CONFIG_FILE}")
+
+
+def has_onnx_export(source: str | os.PathLike[str], *, revision: str | None = None) -> bool:
+    """Whether the artifact's ``config.json`` records an ONNX export (and, for a local directory,
+    its ``model.onnx`` is there). Reads only the config; any problem with it gives False (the
+    torch path then reports it)."""
+    try:
+        _, path, local, config = _config_only(source, revision)
+    except CheckpointError:
+        return False
+    if config.onnx is None:
+        return False
+    return not local or (path / ONNX_FILE).is_file()
+
+
 def locate_onnx(source: str | os.PathLike[str], *, revision: str | None = None, verify: bool = True) -> OnnxFiles:
     """Find (for a repo id: download) an artifact's ONNX export and check it against ``config.json``.
 
@@ -820,24 +870,10 @@ def locate_onnx(source: str | os.PathLike[str], *, revision: str | None = None, 
     Raises CheckpointNotFoundError when the artifact or its export is missing (the message says
     how to export) and CheckpointError for a bad config or a file that does not match its record.
     """
-    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
-        raise InvalidInputError(f"checkpoint must be a directory or a Hugging Face repo id, got {source!r}")
-    src = os.fspath(source)
-    path = Path(src).expanduser()
-    local = path.exists() or not _looks_like_repo_id(src)
-    label = f"checkpoint {src!r}"
+    src, path, local, config = _config_only(source, revision)
     if local:
-        if not path.is_dir():
-            raise CheckpointNotFoundError(f"checkpoint {src!r}: no such directory; {_HOW_TO_FIX}")
-        config_path: Path = path / CONFIG_FILE
-        if not config_path.is_file():
-            raise CheckpointNotFoundError(f"checkpoint {src!r} has no {CONFIG_FILE}; {_HOW_TO_FIX}")
         revision = None
-    else:
-        got = _hub_file(src, CONFIG_FILE, revision)
-        assert got is not None
-        config_path = got
-    config = _read_config_file(config_path, f"{label}: {CONFIG_FILE}")
+    label = f"checkpoint {src!r}"
     export = config.onnx
     hint = _EXPORT_HINT.format(src=src)
     if export is None:
@@ -1090,6 +1126,15 @@ class Artifact:
         }
 
 
+def _publish(tmp: str | os.PathLike[str], dest: Path) -> None:
+    """Give a temporary file the mode a new file would have (tempfile makes them 0600), then
+    move it over ``dest`` atomically."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
 def _onnx_files_in(directory: Path) -> list[Path]:
     """The ONNX export files in an artifact directory (graphs and external data)."""
     names = {ONNX_FILE, ONNX_DATA_FILE}
@@ -1177,8 +1222,8 @@ def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, direc
         for stale in _onnx_files_in(out):
             log.info("removing stale %s from %s", stale.name, out)
             stale.unlink()
-        os.replace(tmp_w.name, out / WEIGHTS_FILE)
-        os.replace(tmp_c.name, out / CONFIG_FILE)
+        _publish(tmp_w.name, out / WEIGHTS_FILE)
+        _publish(tmp_c.name, out / CONFIG_FILE)
     finally:
         for name in (tmp_w.name, tmp_c.name):
             if os.path.exists(name):

@@ -499,13 +499,17 @@ class Chip:
     def rgb(self, max_dn: float = 3000.0) -> np.ndarray | None:
         """True-colour uint8 ``(3, H, W)`` (B04, B03, B02) scaled 0..``max_dn`` DN; 0 where invalid."""
         s2 = self.arrays.get("S2L2A")
-        if s2 is None:
-            return None
-        idx = [S2_BANDS.index(b) for b in ("B04", "B03", "B02")]
-        rgb = np.nan_to_num(s2[idx], nan=0.0)
-        out = np.clip(rgb / max_dn * 255.0, 0, 255).astype(np.uint8)
-        out[:, ~self.masks["S2L2A"]] = 0
-        return out
+        return None if s2 is None else true_colour(s2, self.masks["S2L2A"], max_dn)
+
+
+def true_colour(s2: np.ndarray, valid: np.ndarray, max_dn: float = 3000.0) -> np.ndarray:
+    """True-colour uint8 ``(3, H, W)`` from harmonised S2 DN ``(12, H, W)`` in :data:`S2_BANDS`
+    order, scaled 0..``max_dn`` DN; 0 where ``valid`` is False."""
+    idx = [S2_BANDS.index(b) for b in ("B04", "B03", "B02")]
+    rgb = np.nan_to_num(s2[idx], nan=0.0)
+    out = np.clip(rgb / max_dn * 255.0, 0, 255).astype(np.uint8)
+    out[:, ~valid] = 0
+    return out
 
 
 # ----------------------------------------------------------------------------------------

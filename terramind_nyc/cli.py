@@ -179,6 +179,43 @@ def selfcheck(ctx: click.Context, ck: str | None, outdir: str | None, as_json: b
         raise SystemExit(1)
 
 
+@cli.command("export-onnx")
+@click.argument("artifact")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Write the exported artifact to this folder (default: into ARTIFACT).")
+@click.option("--subsets", default="default", show_default=True,
+              help="Modality subsets that get a graph: 'default' (every subset with the first modality, S2L2A), "
+                   "'all', 'full', or a list such as 'S2L2A,S2L2A+DEM'.")
+@click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset.")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
+              help="torch.onnx exporter.")
+@click.option("--tolerance", type=float, default=None,
+              help="Largest absolute logit difference of ONNX Runtime from torch that passes verification "
+                   "(default 1e-4; 1e-2 with --fp16).")
+@click.option("--fp16", is_flag=True, help="float16 weights and arithmetic (float32 inputs/outputs), for GPU providers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the export record).")
+def export_onnx_command(artifact: str, out: str | None, subsets: str, opset: int, exporter: str,
+                        tolerance: float | None, fp16: bool, as_json: bool) -> None:
+    """Export ARTIFACT's network to ONNX (one graph per modality subset, weights stored once), verify it
+    against torch and record it in config.json. Needs the torch extra and onnxruntime."""
+    from .errors import TerramindNYCError
+    from .onnx_export import export_onnx
+
+    def show(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        record = export_onnx(artifact, out, subsets=subsets, opset=opset, exporter=exporter,  # type: ignore[arg-type]
+                             tolerance=tolerance, fp16=fp16, progress=show)
+    except TerramindNYCError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    data = record.to_dict()
+    _emit(data, as_json, [f"exported {len(record.graphs)} graph(s) "
+                          f"({', '.join('+'.join(g.modalities) for g in record.graphs)}) to {out or artifact}; "
+                          f"max abs diff {record.max_abs_diff:.2e}, argmax agreement "
+                          f"{100 * record.argmax_agreement:.3f}%"])
+
+
 def main() -> None:  # pragma: no cover - console entry point
     cli(prog_name="terramind-nyc")
 

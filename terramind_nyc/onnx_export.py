@@ -59,6 +59,7 @@ from .artifact import (
     OnnxExport,
     OnnxGraph,
     _onnx_files_in,
+    _publish,
     load_artifact,
     onnx_graph_file,
     weights_sha256,
@@ -68,7 +69,8 @@ from .errors import BackendError, InvalidInputError
 if TYPE_CHECKING:  # pragma: no cover
     from .network import MultiHeadTerraMind
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "export_onnx", "resolve_subsets"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "FP16_MIN_AGREEMENT", "FP16_TOLERANCE", "FP32_TOLERANCE", "export_onnx",
+           "resolve_subsets"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,11 @@ DEFAULT_OPSET = 20
 #: torch.onnx exporters: the TorchScript-based one (default: about 4x faster to export here) and
 #: the torch.export-based one (``dynamo=True``, needs onnxscript).
 EXPORTERS = ("torchscript", "dynamo")
+#: Default verification tolerances (largest absolute logit difference from torch float32).
+FP32_TOLERANCE = 1e-4
+FP16_TOLERANCE = 1e-2
+#: Smallest argmax agreement with torch a float16 export must reach (per graph and head).
+FP16_MIN_AGREEMENT = 0.99
 #: Tensors smaller than this stay inside the graph file (as onnx's own external-data writer does).
 _INLINE_BYTES = 1024
 #: Offsets of tensors in the external-data file are aligned to this (lets ONNX Runtime map them).
@@ -125,7 +132,8 @@ def export_onnx(
     subsets: SubsetsLike = None,
     opset: int = DEFAULT_OPSET,
     exporter: Literal["torchscript", "dynamo"] = "torchscript",
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
+    fp16: bool = False,
     revision: str | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -139,7 +147,11 @@ def export_onnx(
         subsets: which modality subsets get a graph (:func:`resolve_subsets`).
         opset: ONNX opset.
         exporter: ``torchscript`` or ``dynamo`` (torch.onnx's two exporters).
-        tolerance: largest absolute logit difference ONNX Runtime may show against torch.
+        tolerance: largest absolute logit difference ONNX Runtime may show against torch
+            (default 1e-4; with ``fp16``, 1e-2).
+        fp16: store the weights and run the graphs in float16 (inputs and outputs stay
+            float32); for GPU execution providers. The verification then also asks that the
+            argmax class agrees with torch's float32 on at least 99% of the pixels.
         revision: hub revision of a repo id.
         seed: seed of the random verification inputs.
         progress: called with a line of text at each step (the CLI prints them).
@@ -152,6 +164,8 @@ def export_onnx(
     say = progress or (lambda line: log.info("%s", line))
     if exporter not in EXPORTERS:
         raise InvalidInputError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
+    if tolerance is None:
+        tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
     if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
         raise InvalidInputError(f"tolerance must be a number >= 0, got {tolerance!r}")
     torch, onnx, ort = _imports(exporter)
@@ -164,7 +178,7 @@ def export_onnx(
     config = art.config
     network = art.network
     # channels-last is a CPU speed-up of the eager network; ONNX has no memory formats
-    network.to(memory_format=torch.contiguous_format)
+    network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     network.eval()
     wanted = resolve_subsets(config, subsets)
     dest = src if out is None else Path(os.fspath(out)).expanduser()
@@ -172,13 +186,13 @@ def export_onnx(
         raise InvalidInputError(f"{dest} exists and is not a directory")
     dest.mkdir(parents=True, exist_ok=True)
     say(f"exporting {config.name} {config.version} ({config.encoder}) to ONNX opset {opset} with the {exporter} "
-        f"exporter: {len(wanted)} graph(s) -> {dest}")
+        f"exporter{' in float16' if fp16 else ''}: {len(wanted)} graph(s) -> {dest}")
 
     stage = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=dest))
     try:
-        graphs, data_sha, max_diff = _export_all(network, config, wanted, stage, opset=opset, exporter=exporter,
-                                                 tolerance=tolerance, seed=seed, say=say, torch=torch, onnx=onnx,
-                                                 ort=ort)
+        graphs, data_sha, max_diff, agreement = _export_all(
+            network, config, wanted, stage, opset=opset, exporter=exporter, tolerance=tolerance, fp16=fp16,
+            seed=seed, say=say, torch=torch, onnx=onnx, ort=ort)
         record = OnnxExport(
             graphs=tuple(graphs),
             data_sha256=data_sha,
@@ -187,6 +201,8 @@ def export_onnx(
             exporter=f"torch.onnx {exporter} (torch {torch.__version__.split('+')[0]}, onnx {onnx.__version__})",
             max_abs_diff=float(max_diff),
             tolerance=float(tolerance),
+            argmax_agreement=float(agreement),
+            precision="float16" if fp16 else "float32",
             data_file=ONNX_DATA_FILE,
             created=t0.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         )
@@ -194,7 +210,7 @@ def export_onnx(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     say(f"wrote {len(record.graphs)} graph(s) and {ONNX_DATA_FILE} to {dest}; ONNX Runtime vs torch max abs diff "
-        f"{record.max_abs_diff:.2e} (<= {tolerance:g})")
+        f"{record.max_abs_diff:.2e} (<= {tolerance:g}), argmax agreement {100 * record.argmax_agreement:.3f}%")
     return record
 
 
@@ -232,9 +248,10 @@ def _input_shape(config: ModelConfig, modality: str, batch: int) -> tuple[int, .
 
 
 def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[tuple[str, ...]], stage: Path, *,
-                opset: int, exporter: str, tolerance: float, seed: int, say: Callable[[str], None],
-                torch: Any, onnx: Any, ort: Any) -> tuple[list[OnnxGraph], str, float]:
-    """Export, externalise and verify every graph into ``stage``; return (graphs, data sha256, max diff)."""
+                opset: int, exporter: str, tolerance: float, fp16: bool, seed: int, say: Callable[[str], None],
+                torch: Any, onnx: Any, ort: Any) -> tuple[list[OnnxGraph], str, float, float]:
+    """Export, externalise and verify every graph into ``stage``; return (graphs, data sha256,
+    max abs diff, min argmax agreement)."""
     heads = list(config.head_names)
     store = _TensorStore(stage / ONNX_DATA_FILE)
     files: list[tuple[tuple[str, ...], str]] = []
@@ -248,6 +265,11 @@ def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[t
             raw.unlink()
             for extra in stage.glob(f"raw-{name}*"):  # the dynamo exporter may write external data beside it
                 extra.unlink()
+            _name_shapes(model, config, subset)
+            if fp16:
+                from onnxruntime.transformers.float16 import convert_float_to_float16
+
+                model = convert_float_to_float16(model, keep_io_types=True)
             store.externalise(model, onnx)
             onnx.save_model(model, str(stage / name))
             del model
@@ -264,8 +286,9 @@ def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[t
 
     # verify: ONNX Runtime against torch, on random standardised inputs, batch of 2
     rng = np.random.default_rng(seed)
-    worst = 0.0
+    worst, agreement = 0.0, 1.0
     opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3
     for subset, name in files:
         x = {m: rng.standard_normal(_input_shape(config, m, 2), dtype=np.float32) for m in subset}
@@ -277,22 +300,31 @@ def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[t
         del sess
         with torch.inference_mode():
             ref = network({m: torch.from_numpy(a) for m, a in x.items()})
+        graph_worst = 0.0
         for h in heads:
             want = ref[h].float().numpy()
             if got[h].shape != want.shape:
                 raise BackendError(f"export verification failed: {name} gives {h} of shape {got[h].shape}, "
                                    f"torch {want.shape}")
             diff = float(np.abs(got[h] - want).max())
+            agree = float((got[h].argmax(1) == want.argmax(1)).mean())
+            agreement = min(agreement, agree)
+            if fp16 and agree < FP16_MIN_AGREEMENT:
+                raise BackendError(
+                    f"export verification failed: the float16 {name} agrees with torch's argmax {h} class on only "
+                    f"{100 * agree:.2f}% of the pixels (needs {100 * FP16_MIN_AGREEMENT:g}%); export in float32"
+                )
             if not np.isfinite(diff) or diff > tolerance:
                 raise BackendError(
                     f"export verification failed: ONNX Runtime's {h} logits from {name} differ from torch's by up to "
                     f"{diff:.3g} (tolerance {tolerance:g}); nothing was written. Try the other exporter "
                     f"(exporter='{'dynamo' if exporter == 'torchscript' else 'torchscript'}') or another opset"
                 )
-            worst = max(worst, diff)
-        say(f"  verified {name}: max abs diff {worst:.2e}")
+            graph_worst = max(graph_worst, diff)
+        worst = max(worst, graph_worst)
+        say(f"  verified {name}: max abs diff {graph_worst:.2e}, argmax agreement {100 * agreement:.3f}%")
     graphs = [OnnxGraph(subset, name, weights_sha256(stage / name)) for subset, name in files]
-    return graphs, weights_sha256(stage / ONNX_DATA_FILE), worst
+    return graphs, weights_sha256(stage / ONNX_DATA_FILE), worst, agreement
 
 
 def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, ...], heads: list[str], path: Path,
@@ -325,6 +357,25 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
     except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
         raise BackendError(f"torch.onnx ({exporter}) could not export the {'+'.join(subset)} graph: "
                            f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+
+
+def _name_shapes(model: Any, config: ModelConfig, subset: tuple[str, ...]) -> None:
+    """Write the full input and output shapes into the graph (the TorchScript exporter leaves the
+    outputs' class and size axes symbolic after the final Resize): ``batch`` x fixed sizes."""
+    shapes: dict[str, tuple[int, ...]] = {m: _input_shape(config, m, 0)[1:] for m in subset}
+    shapes.update({h.name: (len(h.classes), config.tile_size, config.tile_size) for h in config.heads})
+    for value in (*model.graph.input, *model.graph.output):
+        if value.name not in shapes:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        want = shapes[value.name]
+        if len(dims) != len(want) + 1:
+            raise BackendError(f"the exported graph's {value.name} has {len(dims)} axes, expected {len(want) + 1}")
+        dims[0].Clear()
+        dims[0].dim_param = "batch"
+        for d, n in zip(dims[1:], want):
+            d.Clear()
+            d.dim_value = n
 
 
 class _TensorStore:
@@ -400,7 +451,7 @@ def _install(config_src: Path, weights_src: Path, dest: Path, stage: Path, confi
         try:
             with tmp:
                 tmp.write(c.to_json())
-            os.replace(tmp.name, dest / CONFIG_FILE)
+            _publish(tmp.name, dest / CONFIG_FILE)
         finally:
             if os.path.exists(tmp.name):
                 os.unlink(tmp.name)

@@ -43,7 +43,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .artifact import Artifact, ModelConfig, OnnxFiles
-from .errors import BackendError, CheckpointError, InvalidInputError, SettingsError, TerramindNYCWarning
+from .errors import (
+    BackendError,
+    CheckpointError,
+    InvalidInputError,
+    SettingsError,
+    TerramindNYCWarning,
+)
 from .settings import Settings
 from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax
 
@@ -325,6 +331,249 @@ class TorchRuntime(Runtime):
 
 
 # ----------------------------------------------------------------------------------------
+# ONNX Runtime
+# ----------------------------------------------------------------------------------------
+class ProviderFallbackWarning(TerramindNYCWarning):
+    """An ONNX Runtime execution provider asked for is not installed or did not start; a later
+    one of the ``onnx_providers`` list runs the model (results are the same, speed is not)."""
+
+
+#: The extras that install an onnxruntime package (exactly one of them: they share one module folder).
+ONNX_EXTRAS: Mapping[str, str] = {
+    "onnx": "onnxruntime",
+    "gpu": "onnxruntime-gpu",
+    "rocm": "onnxruntime-rocm",
+    "migraphx": "onnxruntime-migraphx",
+}
+#: Execution provider -> the extra whose onnxruntime package offers it.
+_PROVIDER_EXTRA: Mapping[str, str] = {
+    "MIGraphXExecutionProvider": "migraphx",
+    "ROCMExecutionProvider": "rocm",
+    "CUDAExecutionProvider": "gpu",
+    "TensorrtExecutionProvider": "gpu",
+    "CPUExecutionProvider": "onnx",
+}
+_CPU = "CPUExecutionProvider"
+_ORT_HINT = (
+    "pip install 'terramind-nyc[onnx]' for CPU, or instead exactly one of 'terramind-nyc[gpu]' (CUDA), "
+    "'terramind-nyc[rocm]', 'terramind-nyc[migraphx]' (they all install the one `onnxruntime` module and must "
+    "never be installed together; see docs/onnx.md)"
+)
+_warned: set[tuple[Any, ...]] = set()
+_warn_lock = threading.Lock()
+
+
+def _warn_once(key: tuple[Any, ...], message: str) -> None:
+    """Emit a ProviderFallbackWarning once per process for ``key``."""
+    with _warn_lock:
+        if key in _warned:
+            log.debug("%s", message)
+            return
+        _warned.add(key)
+    warnings.warn(message, ProviderFallbackWarning, stacklevel=4)
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module; BackendError naming the extras when it is missing or broken."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise BackendError(f"the ONNX Runtime backend needs onnxruntime ({exc}): {_ORT_HINT}") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. two onnxruntime packages mixed in one folder
+        raise BackendError(
+            f"onnxruntime is installed but does not import ({type(exc).__name__}: {exc}); two onnxruntime packages "
+            f"installed together break each other: uninstall all of them, then {_ORT_HINT}"
+        ) from None
+    return onnxruntime
+
+
+def _default_providers() -> tuple[str, ...]:
+    default: tuple[str, ...] = Settings.__dataclass_fields__["onnx_providers"].default  # type: ignore[assignment]
+    return tuple(default)
+
+
+class OnnxRuntime(Runtime):
+    """The ONNX Runtime backend: the artifact's exported graphs, no torch.
+
+    One ``InferenceSession`` per modality subset, created on first use (the full set at load)
+    and shared by every thread and every runtime of the process that uses the same checkpoint
+    (:func:`get_runtime`). A chip whose modalities have no graph in the export raises
+    BackendError naming the subset and how to export it.
+
+    Args:
+        files: the located, verified export (:func:`~terramind_nyc.artifact.locate_onnx`).
+        providers: execution providers in priority order; those the installed onnxruntime does
+            not offer are skipped (a ProviderFallbackWarning, once per process, when the list is
+            not the default), and one that fails to start falls back to CPU (always warned).
+        device: ``auto`` (the providers as given), ``cpu`` (CPU only) or ``cuda`` (GPU providers only).
+        threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
+    """
+
+    backend = "onnx"
+
+    def __init__(self, files: OnnxFiles, *, providers: Sequence[str] | None = None, device: str = "auto",
+                 threads: int | None = None, tile_overlap: int = 32, tile_batch: int = 8) -> None:
+        super().__init__(files.config, files.describe(), tile_overlap=tile_overlap, tile_batch=tile_batch)
+        ort = import_onnxruntime()
+        self._ort = ort
+        self.files = files
+        self._label = f"checkpoint {files.source!r}"
+        self._heads = list(files.config.head_names)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
+        self.threads = threads
+        requested = tuple(_default_providers() if providers is None else providers)
+        if not requested or not all(isinstance(p, str) and p for p in requested):
+            raise SettingsError(f"onnx_providers must list execution provider names, got {requested!r}")
+        if device == "cpu":
+            requested = (_CPU,)
+        elif device == "cuda" or device.startswith("cuda:"):
+            requested = tuple(p for p in requested if p != _CPU)
+        elif device != "auto":
+            raise BackendError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda'")
+        available = list(ort.get_available_providers())
+        chosen = [p for p in requested if p in available]
+        skipped = [p for p in requested if p not in available]
+        if not chosen:
+            extras = sorted({_PROVIDER_EXTRA[p] for p in requested if p in _PROVIDER_EXTRA})
+            raise BackendError(
+                f"none of the ONNX Runtime execution providers asked for ({', '.join(requested) or 'none'}) is offered "
+                f"by this onnxruntime {ort.__version__} ({', '.join(available)}); install the package of the "
+                f"{', '.join(f'[{e}]' for e in extras) or 'matching'} extra instead of the current one, or add "
+                f"{_CPU} to TERRAMIND_NYC_ONNX_PROVIDERS (or set TERRAMIND_NYC_DEVICE=auto)"
+            )
+        first_skipped = [p for p in skipped if requested.index(p) < requested.index(chosen[0])]
+        if first_skipped:
+            msg = (f"ONNX Runtime execution provider(s) {', '.join(first_skipped)} not offered by this onnxruntime "
+                   f"{ort.__version__} (it has {', '.join(available)}); running on {chosen[0]}")
+            if providers is not None and tuple(providers) != _default_providers():
+                _warn_once(("skipped", tuple(first_skipped), chosen[0]), msg)
+            else:
+                log.info("%s", msg)
+        self.requested_providers = requested
+        self._providers = chosen
+        self._sessions: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+        self.providers: list[str] = []
+        self._session(files.config.modality_names if files.config.modality_names in files.graphs
+                      else next(iter(files.graphs)))
+        self.provider = self.providers[0]
+        self.device = self.provider
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, *, revision: str | None = None, **kwargs: Any) -> OnnxRuntime:
+        """Locate and verify ``checkpoint``'s ONNX export, then start the runtime (``kwargs`` as the constructor)."""
+        from .artifact import locate_onnx
+
+        return cls(locate_onnx(checkpoint, revision=revision), **kwargs)
+
+    def model_info(self) -> dict[str, Any]:
+        """As :meth:`Runtime.model_info`; ``device`` is the execution provider that runs the model,
+        ``providers`` every provider its session holds, ``onnx_subsets`` the exported modality subsets."""
+        info = super().model_info()
+        info.update(provider=self.provider, providers=list(self.providers), threads=self.threads,
+                    onnx_subsets=[list(k) for k in self.files.graphs])
+        return info
+
+    # --- sessions --------------------------------------------------------------------------
+    def _session(self, modalities: tuple[str, ...]) -> Any:
+        sess = self._sessions.get(modalities)
+        if sess is not None:
+            return sess
+        path = self.files.graphs.get(modalities)
+        if path is None:
+            have = ", ".join("+".join(k) for k in self.files.graphs)
+            raise BackendError(
+                f"the ONNX export of {self._label} has no graph for the modalities {'+'.join(modalities)} "
+                f"(it has: {have}); re-export with `terramind-nyc export-onnx {self.files.source} --subsets all` "
+                f"(or a --subsets list that includes {'+'.join(modalities)}), or use backend torch"
+            )
+        with self._lock:
+            sess = self._sessions.get(modalities)
+            if sess is None:
+                sess = self._new_session(path, modalities)
+                self._sessions[modalities] = sess
+        return sess
+
+    def _new_session(self, path: Path, modalities: tuple[str, ...]) -> Any:
+        ort = self._ort
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.inter_op_num_threads = 1
+        if self.threads is not None:
+            opts.intra_op_num_threads = self.threads
+        opts.log_severity_level = 3  # errors only; ORT's own warnings are about graph optimisation
+        t0 = time.perf_counter()
+        try:
+            sess = ort.InferenceSession(str(path), sess_options=opts, providers=self._providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            if self._providers == [_CPU]:
+                raise CheckpointError(
+                    f"{self._label}: ONNX Runtime cannot load {path.name} ({type(exc).__name__}: {str(exc)[:300]}); "
+                    f"the file is corrupt or not a terramind-nyc export: re-run `terramind-nyc export-onnx "
+                    f"{self.files.source}`"
+                ) from None
+            _warn_once(("failed", tuple(self._providers)),
+                       f"ONNX Runtime could not start {', '.join(self._providers)} ({type(exc).__name__}: "
+                       f"{str(exc)[:200]}); running on {_CPU}")
+            self._providers = [_CPU]
+            return self._new_session(path, modalities)
+        running = list(sess.get_providers())
+        if not self.providers:
+            self.providers = running
+            if running[0] != self._providers[0]:
+                _warn_once(("fallback", self._providers[0], running[0]),
+                           f"ONNX Runtime execution provider {self._providers[0]} is installed but did not start "
+                           f"(missing GPU libraries or device?); running on {running[0]}")
+        self._check_session(sess, path.name, modalities)
+        log.info("ONNX Runtime session for %s (%s) on %s in %.2f s", "+".join(modalities), path.name, running[0],
+                 time.perf_counter() - t0)
+        return sess
+
+    def _check_session(self, sess: Any, name: str, modalities: tuple[str, ...]) -> None:
+        """The graph's inputs and outputs against config.json (names, bands, tile size, classes)."""
+        c = self.config
+        fix = f"the ONNX export does not match {'config.json'}: re-run `terramind-nyc export-onnx {self.files.source}`"
+        inputs = {i.name: i for i in sess.get_inputs()}
+        if set(inputs) != set(modalities):
+            raise CheckpointError(f"{self._label}: {name} takes inputs {sorted(inputs)}, config.json records it for "
+                                  f"the modalities {list(modalities)}; {fix}")
+        t = c.tile_size
+        for m in modalities:
+            spec = c.modality(m)
+            want: list[Any] = ["batch", len(spec.bands), *([c.timesteps] if c.timesteps > 1 else []), t, t]
+            got = list(inputs[m].shape)
+            ok = (inputs[m].type == "tensor(float)" and len(got) == len(want) and not isinstance(got[0], int)
+                  and all(g == w for g, w in zip(got[1:], want[1:])))
+            if not ok:
+                raise CheckpointError(
+                    f"{self._label}: {name} input {m} is {inputs[m].type} {got}, config.json describes float "
+                    f"{want} ({len(spec.bands)} bands: {', '.join(spec.bands)}; tile {t} px; dynamic batch); {fix}"
+                )
+        outputs = {o.name: o for o in sess.get_outputs()}
+        if set(outputs) != set(self._heads):
+            raise CheckpointError(f"{self._label}: {name} outputs {sorted(outputs)}, config.json has the heads "
+                                  f"{self._heads}; {fix}")
+        for h in c.heads:
+            got = list(outputs[h.name].shape)
+            if len(got) != 4 or (isinstance(got[1], int) and got[1] != len(h.classes)):
+                raise CheckpointError(f"{self._label}: {name} output {h.name} is {got}, config.json gives that head "
+                                      f"{len(h.classes)} classes ({', '.join(h.classes)}); {fix}")
+
+    # --- inference ---------------------------------------------------------------------------
+    def tiled_logits(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # fail before any tiling work when the export lacks this modality subset
+        self._session(tuple(m for m in self.config.modality_names if m in inputs))
+        return super().tiled_logits(inputs)
+
+    def _forward(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        key = tuple(m for m in self.config.modality_names if m in batch)
+        out = self._session(key).run(self._heads, {m: np.ascontiguousarray(batch[m], np.float32) for m in key})
+        return dict(zip(self._heads, out))
+
+
+# ----------------------------------------------------------------------------------------
 # Loading, once per process
 # ----------------------------------------------------------------------------------------
 def resolve_device(device: str) -> str:
@@ -365,33 +614,67 @@ def load_runtime(
     backend: str = "auto",
     device: str = "auto",
     threads: int | None = None,
+    providers: Sequence[str] | None = None,
     tile_overlap: int = 32,
     tile_batch: int = 8,
 ) -> Runtime:
     """Load ``checkpoint`` behind a backend (no caching: see :func:`get_runtime`).
 
-    ``backend``: ``torch``, or ``auto`` (torch; the ONNX Runtime backend is not part of this
-    version). ``threads`` sets torch's intra-op threads for the whole process.
-    """
-    from .artifact import load_artifact
+    ``backend``: ``onnx`` (ONNX Runtime on the artifact's ONNX export; never imports torch),
+    ``torch``, or ``auto``: ONNX Runtime when the artifact has an ONNX export and onnxruntime
+    is installed, else torch. ``providers``: ONNX Runtime execution providers in priority order
+    (default: the ``onnx_providers`` setting's default). ``threads``: intra-op threads (torch:
+    for the whole process; ONNX Runtime: per session).
 
+    Raises BackendError when the backend's packages are missing (naming the extra to install)
+    or the artifact has no ONNX export for backend ``onnx`` (naming ``export-onnx``), and
+    CheckpointError / CheckpointNotFoundError for a bad or missing artifact.
+    """
     if backend not in ("auto", "torch", "onnx"):
         raise BackendError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'onnx'")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
+    onnx_kw: dict[str, Any] = dict(providers=providers, device=device, threads=threads, tile_overlap=tile_overlap,
+                                   tile_batch=tile_batch)
     if backend == "onnx":
-        raise BackendError(
-            "the ONNX Runtime backend is not available in this version of terramind-nyc; "
-            "set TERRAMIND_NYC_BACKEND=torch (or auto)"
-        )
+        from .artifact import locate_onnx
+
+        import_onnxruntime()  # the missing package is named before the artifact is looked at
+        return OnnxRuntime(locate_onnx(checkpoint, revision=revision), **onnx_kw)
+    if backend == "auto":
+        from .artifact import has_onnx_export
+
+        if has_onnx_export(checkpoint, revision=revision):
+            try:
+                import_onnxruntime()
+            except BackendError as exc:
+                if not _torch_available():
+                    raise BackendError(
+                        f"checkpoint {checkpoint!r} has an ONNX export but onnxruntime is not usable, and torch is "
+                        f"not installed either: {exc}"
+                    ) from None
+                log.info("checkpoint has an ONNX export but %s; using torch", exc)
+            else:
+                return OnnxRuntime.from_checkpoint(checkpoint, revision=revision, **onnx_kw)
     if not _torch_available():
         raise BackendError(
             "the torch backend needs torch and terratorch: pip install -c constraints.txt 'terramind-nyc[torch]'"
+            + ("" if backend == "torch" else
+               f"; or serve an ONNX export without torch (`terramind-nyc export-onnx {checkpoint}` where torch is "
+               f"installed, then {_ORT_HINT})")
         )
+    return _load_torch(checkpoint, revision=revision, device=device, threads=threads, tile_overlap=tile_overlap,
+                       tile_batch=tile_batch)
+
+
+def _load_torch(checkpoint: str, *, revision: str | None, device: str, threads: int | None, tile_overlap: int,
+                tile_batch: int) -> TorchRuntime:
+    from .artifact import load_artifact
+
     dev = resolve_device(device)
     if threads is not None:
         import torch
 
-        if not isinstance(threads, int) or threads < 1:
-            raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
         torch.set_num_threads(threads)
     artifact = load_artifact(checkpoint, revision=revision, device=dev)
     return TorchRuntime.from_artifact(artifact, tile_overlap=tile_overlap, tile_batch=tile_batch)
@@ -411,7 +694,8 @@ def get_runtime(settings: Settings | None = None) -> Runtime:
     s = Settings.from_env() if settings is None else settings
     if not isinstance(s, Settings):
         raise InvalidInputError(f"settings must be a Settings, got {type(s).__name__}")
-    key = (s.checkpoint, s.checkpoint_revision, s.backend, s.device, s.threads, s.tile_overlap_px, s.tile_batch)
+    key = (s.checkpoint, s.checkpoint_revision, s.backend, s.device, s.threads, s.onnx_providers, s.tile_overlap_px,
+           s.tile_batch)
     rt = _runtimes.get(key)
     if rt is not None:
         return rt
@@ -419,11 +703,12 @@ def get_runtime(settings: Settings | None = None) -> Runtime:
         rt = _runtimes.get(key)
         if rt is not None:
             return rt
-        mkey = (s.checkpoint, s.checkpoint_revision, s.backend, s.device, s.threads)
+        mkey = (s.checkpoint, s.checkpoint_revision, s.backend, s.device, s.threads, s.onnx_providers)
         model = _models.get(mkey)
         if model is None:
             model = load_runtime(s.checkpoint, revision=s.checkpoint_revision, backend=s.backend, device=s.device,
-                                 threads=s.threads, tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
+                                 threads=s.threads, providers=s.onnx_providers, tile_overlap=s.tile_overlap_px,
+                                 tile_batch=s.tile_batch)
             _models[mkey] = model
         rt = model.with_tiling(tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
         _runtimes[key] = rt
