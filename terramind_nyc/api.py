@@ -549,7 +549,29 @@ def _warn_missing(chip: Chip) -> None:
 def _runtime(settings: Settings) -> Any:
     from .runtime import get_runtime
 
-    return get_runtime(settings)
+    rt = get_runtime(settings)
+    _check_offset_rule(rt)
+    return rt
+
+
+def _check_offset_rule(runtime: Any) -> None:
+    """The reader harmonises S2 with one rule (chips.s2_offset); a checkpoint trained with another
+    would be fed shifted inputs, so it is refused rather than run (DESIGN: same rule both sides)."""
+    rule = getattr(getattr(runtime, "config", None), "s2_offset", None)
+    if rule is None:
+        return
+    from .chips import S2_OFFSET_DN
+    from .errors import CheckpointError
+
+    try:
+        same = (int(rule.offset_dn), float(rule.from_baseline), float(rule.clip_min)) == (S2_OFFSET_DN, 4.0, 0.0)
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise CheckpointError(
+            f"the checkpoint's S2 offset rule (subtract {rule.offset_dn} DN from baseline {rule.from_baseline}, "
+            f"clip at {rule.clip_min}) differs from the one this library's reader applies (subtract "
+            f"{S2_OFFSET_DN} DN from baseline 04.00, clip at 0): retrain or re-export it with the reader's rule")
 
 
 # ----------------------------------------------------------------------------------------

@@ -133,3 +133,15 @@ def test_on_disk_chip_cache_survives_the_process_caches(world, tmp_path, monkeyp
     assert again.lulc_fractions == first.lulc_fractions
     assert again.provenance.imagery["S2L2A"]["item_ids"] == first.provenance.imagery["S2L2A"]["item_ids"]
     assert again.provenance.modalities_missing == ("S1RTC",)
+
+
+def test_checkpoint_with_another_s2_offset_rule_is_refused(world, tmp_path):
+    from terramind_nyc import CheckpointError
+    from terramind_nyc.artifact import S2OffsetRule
+    from terramind_nyc.testing.model import tiny_config
+
+    cat, _ = world
+    odd = make_tiny_artifact(tmp_path / "odd", config=tiny_config(s2_offset=S2OffsetRule(offset_dn=0)))
+    lat, lon = cat.points["clear"]
+    with pytest.raises(CheckpointError, match="offset rule"):
+        fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(odd)))
