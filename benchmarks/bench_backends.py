@@ -88,7 +88,7 @@ def _worker(backend: str, artifact: Path, *, threads: int, repeats: int, warmup:
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-c", _WORKER, repr(t0), backend, str(artifact), str(threads),
                            str(repeats), str(warmup), str(out), device],
-                          capture_output=True, text=True, env=env, timeout=1800)
+                          capture_output=True, text=True, env=env, timeout=1800, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{backend} worker failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]

@@ -210,10 +210,9 @@ def export_onnx_command(artifact: str, out: str | None, subsets: str, opset: int
     except TerramindNYCError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     data = record.to_dict()
-    _emit(data, as_json, [f"exported {len(record.graphs)} graph(s) "
-                          f"({', '.join('+'.join(g.modalities) for g in record.graphs)}) to {out or artifact}; "
-                          f"max abs diff {record.max_abs_diff:.2e}, argmax agreement "
-                          f"{100 * record.argmax_agreement:.3f}%"])
+    subsets = ", ".join("+".join(g.modalities) for g in record.graphs)
+    _emit(data, as_json, [(f"exported {len(record.graphs)} graph(s) ({subsets}) to {out or artifact}; max abs diff "
+                           f"{record.max_abs_diff:.2e}, argmax agreement {100 * record.argmax_agreement:.3f}%")])
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -36,8 +36,10 @@ exporter) and onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import itertools
 import logging
 import os
@@ -184,6 +186,9 @@ def export_onnx(
     dest = src if out is None else Path(os.fspath(out)).expanduser()
     if dest.exists() and not dest.is_dir():
         raise InvalidInputError(f"{dest} exists and is not a directory")
+    if (out is not None and (dest / WEIGHTS_FILE).is_file() and dest.resolve() != art.files.directory.resolve()
+            and weights_sha256(dest / WEIGHTS_FILE) != art.sha256):
+        raise InvalidInputError(f"{dest} holds another artifact (other weights); choose an empty folder for `out`")
     dest.mkdir(parents=True, exist_ok=True)
     say(f"exporting {config.name} {config.version} ({config.encoder}) to ONNX opset {opset} with the {exporter} "
         f"exporter{' in float16' if fp16 else ''}: {len(wanted)} graph(s) -> {dest}")
@@ -268,8 +273,10 @@ def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[t
             _name_shapes(model, config, subset)
             if fp16:
                 from onnxruntime.transformers.float16 import convert_float_to_float16
+                from onnxruntime.transformers.onnx_model import OnnxModel
 
                 model = convert_float_to_float16(model, keep_io_types=True)
+                OnnxModel(model).topological_sort()  # the converter appends its input casts at the end
             store.externalise(model, onnx)
             onnx.save_model(model, str(stage / name))
             del model
@@ -342,8 +349,10 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
 
     graph = Graph().eval()
     example = tuple(torch.zeros(_input_shape(config, m, 2)) for m in subset)
+    chatter = io.StringIO()  # the dynamo exporter prints its progress; library code never prints
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with (warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(),
+              contextlib.redirect_stdout(chatter)):
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 batch = torch.export.Dim("batch", min=1, max=4096)
@@ -354,9 +363,12 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
                 torch.onnx.export(graph, example, str(path), input_names=list(subset), output_names=heads,
                                   opset_version=opset, dynamo=False, do_constant_folding=True,
                                   dynamic_axes={n: {0: "batch"} for n in (*subset, *heads)})
-    except Exception as exc:  # noqa: BLE001 - exporter failures come in many types
+    except Exception as exc:
         raise BackendError(f"torch.onnx ({exporter}) could not export the {'+'.join(subset)} graph: "
                            f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+    finally:
+        if chatter.getvalue():
+            log.debug("torch.onnx: %s", chatter.getvalue().strip())
 
 
 def _name_shapes(model: Any, config: ModelConfig, subset: tuple[str, ...]) -> None:
@@ -383,7 +395,7 @@ class _TensorStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._f = open(path, "wb")
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by close(), written across many calls
         self._index: dict[tuple[int, bytes], tuple[int, int]] = {}
         self.size = 0
         self.count = 0
@@ -447,7 +459,7 @@ def _install(config_src: Path, weights_src: Path, dest: Path, stage: Path, confi
     """Move the staged export into ``dest`` and record it in ``dest``'s config.json (atomic steps)."""
 
     def write_config(c: ModelConfig) -> None:
-        tmp = tempfile.NamedTemporaryFile("w", dir=dest, prefix=".config.", suffix=".tmp", delete=False)
+        tmp = tempfile.NamedTemporaryFile("w", dir=dest, prefix=".config.", suffix=".tmp", delete=False)  # noqa: SIM115
         try:
             with tmp:
                 tmp.write(c.to_json())

@@ -29,7 +29,6 @@ call keeps its own buffers.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import threading
@@ -634,8 +633,8 @@ def load_runtime(
         raise BackendError(f"unknown backend {backend!r}; use 'auto', 'torch' or 'onnx'")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
-    onnx_kw: dict[str, Any] = dict(providers=providers, device=device, threads=threads, tile_overlap=tile_overlap,
-                                   tile_batch=tile_batch)
+    onnx_kw: dict[str, Any] = {"providers": providers, "device": device, "threads": threads,
+                               "tile_overlap": tile_overlap, "tile_batch": tile_batch}
     if backend == "onnx":
         from .artifact import locate_onnx
 

@@ -19,8 +19,10 @@ from terramind_nyc.artifact import (
     WEIGHTS_FILE,
     HeadSpec,
     ModelConfig,
+    has_onnx_export,
     load_artifact,
     locate_artifact,
+    locate_onnx,
     read_config,
     save_artifact,
     weights_sha256,
@@ -108,6 +110,84 @@ def test_invalid_fields_are_named(mutate, message):
     mutate(d)
     with pytest.raises(CheckpointError, match=message):
         ModelConfig.from_dict(d)
+
+
+_SHA = "ab" * 32
+
+
+def _onnx_record() -> dict:
+    return {
+        "graphs": [{"modalities": ["S2L2A", "S1RTC", "DEM"], "file": "model.onnx", "sha256": _SHA},
+                   {"modalities": ["S2L2A"], "file": "model.S2L2A.onnx", "sha256": _SHA}],
+        "data_sha256": _SHA, "source_sha256": _SHA, "opset": 20, "exporter": "torch.onnx torchscript",
+        "max_abs_diff": 1e-5,
+    }
+
+
+def test_onnx_record_round_trips_through_json():
+    d = tiny_config().to_dict()
+    d["onnx"] = _onnx_record()
+    c = ModelConfig.from_dict(d)
+    assert c.onnx is not None and c.onnx.subsets == (("S2L2A", "S1RTC", "DEM"), ("S2L2A",))
+    assert c.onnx.graph_for(["DEM", "S1RTC", "S2L2A"]).file == "model.onnx" and c.onnx.graph_for(["DEM"]) is None
+    assert c.onnx.tolerance == 1e-4 and c.onnx.precision == "float32" and c.onnx.data_file == "model.onnx.data"
+    assert ModelConfig.from_dict(json.loads(c.to_json())) == c
+    assert c.architecture() == tiny_config().architecture()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda o: o["graphs"][1].update(modalities=["S2L1C"]), "non-empty subset"),
+        (lambda o: o["graphs"][1].update(modalities=["DEM", "S2L2A"]), "model order"),
+        (lambda o: o["graphs"][1].update(file="../evil.onnx"), "plain"),
+        (lambda o: o["graphs"][1].update(file="model.onnx"), "duplicates"),
+        (lambda o: o["graphs"][1].update(modalities=["S2L2A", "S1RTC", "DEM"]), "subset twice"),
+        (lambda o: o["graphs"][0].update(sha256="XYZ"), "hex"),
+        (lambda o: o.update(data_file="model.onnx"), "data_file"),
+        (lambda o: o.update(opset="20"), "opset"),
+        (lambda o: o.update(precision="int8"), "precision"),
+        (lambda o: o.update(argmax_agreement=1.5), "argmax_agreement"),
+        (lambda o: o.update(surprise=1), "unknown field"),
+        (lambda o: o.pop("data_sha256"), "missing `data_sha256`"),
+        (lambda o: o.update(graphs=[]), "at least one graph"),
+    ],
+)
+def test_invalid_onnx_records_are_named(mutate, message):
+    d = tiny_config().to_dict()
+    d["onnx"] = _onnx_record()
+    mutate(d["onnx"])
+    with pytest.raises(CheckpointError, match=message):
+        ModelConfig.from_dict(d)
+
+
+def test_locate_onnx_fetches_only_the_config_and_the_onnx_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import huggingface_hub
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    d = tiny_config().to_dict()
+    d["onnx"] = _onnx_record()
+    for name, content in (("model.onnx", b"a"), ("model.S2L2A.onnx", b"b"), ("model.onnx.data", b"c")):
+        (repo / name).write_bytes(content)
+    for i, name in enumerate(("model.onnx", "model.S2L2A.onnx")):
+        d["onnx"]["graphs"][i]["sha256"] = weights_sha256(repo / name)
+    d["onnx"]["data_sha256"] = weights_sha256(repo / "model.onnx.data")
+    (repo / CONFIG_FILE).write_text(json.dumps(d))
+    calls = []
+
+    def fake_download(repo_id, filename, *, revision=None, **kw):
+        calls.append(filename)
+        return str(repo / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    files = locate_onnx("someone/tiny-onnx", revision="v2")
+    assert sorted(calls) == sorted([CONFIG_FILE, "model.onnx", "model.S2L2A.onnx", "model.onnx.data"])
+    assert files.graphs[("S2L2A",)] == repo / "model.S2L2A.onnx" and files.revision == "v2"
+    assert files.describe()["sha256"] == _SHA and has_onnx_export("someone/tiny-onnx")
+    (repo / "model.onnx.data").write_bytes(b"changed")
+    with pytest.raises(CheckpointError, match="model.onnx.data is corrupt or truncated"):
+        locate_onnx("someone/tiny-onnx")
 
 
 def test_reading_a_config_does_not_import_torch(tiny_dir: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import threading
 from pathlib import Path
@@ -13,7 +14,13 @@ torch = pytest.importorskip("torch")
 
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import WEIGHTS_FILE
-from terramind_nyc.errors import BackendError, CheckpointError, InvalidInputError, SettingsError
+from terramind_nyc.errors import (
+    BackendError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    InvalidInputError,
+    SettingsError,
+)
 from terramind_nyc.runtime import (
     TorchRuntime,
     get_runtime,
@@ -288,8 +295,11 @@ def test_a_failed_load_caches_nothing(artifact_dir, tmp_path):
 
 
 def test_backend_and_device_errors(artifact_dir):
-    with pytest.raises(BackendError, match="ONNX Runtime backend"):
-        load_runtime(str(artifact_dir), backend="onnx")
+    with pytest.raises(BackendError, match="unknown backend"):
+        load_runtime(str(artifact_dir), backend="tensorflow")
+    if importlib.util.find_spec("onnxruntime") is not None:
+        with pytest.raises(CheckpointNotFoundError, match="no ONNX export.*terramind-nyc export-onnx"):
+            load_runtime(str(artifact_dir), backend="onnx")
     with pytest.raises(BackendError, match="unknown device"):
         load_runtime(str(artifact_dir), device="tpu")
     if not torch.cuda.is_available():

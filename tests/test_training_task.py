@@ -195,6 +195,50 @@ def test_two_heads_and_encoder_all_train(dataset: Path, tmp_path: Path) -> None:
     assert w is not None and float(w[1]) > float(w[0])  # auto weights: buildings are the minority
 
 
+@pytest.mark.parametrize("heads", [["lulc", "buildings"], ["lulc"], ["buildings"]])
+def test_every_head_parameter_is_in_the_optimizer(dataset: Path, tmp_path: Path, heads: list[str]) -> None:
+    """The pitfalls of the client's earlier draft: heads made after the optimizer (never trained) and a
+    pyramid faked by interpolation. The optimizer Lightning actually steps must hold every parameter of
+    every head, decoder and the learned pyramid."""
+    from terratorch.models.necks import LearnedInterpolateToPyramidal
+
+    task = TerraMindTask(**TINY, heads=heads)
+    net = task.network
+    pyramids = [m for m in net.neck if isinstance(m, LearnedInterpolateToPyramidal)]
+    assert len(pyramids) == 1 and sum(p.numel() for p in pyramids[0].parameters()) > 0
+    trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(task, datamodule=NYCDataModule(str(dataset), batch_size=2))
+    (opt,) = trainer.optimizers
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    trainable = {id(p) for p in task.parameters() if p.requires_grad}
+    assert in_opt == trainable and len(in_opt) == sum(len(g["params"]) for g in opt.param_groups)
+    parts = {"pyramid": pyramids[0], **{f"decoder {h}": net.decoders[h] for h in heads},
+             **{f"head {h}": net.heads[h] for h in heads}}
+    for name, module in parts.items():
+        params = list(module.parameters())
+        assert params, name
+        missing = [n for n, p in module.named_parameters() if id(p) not in in_opt]
+        assert not missing, f"{name}: parameters {missing[:3]} are not in the optimizer"
+    assert sorted(net.heads) == sorted(heads) and sorted(net.decoders) == sorted(heads)
+    # optimizer state exists for every head parameter: the step really updated them
+    assert all(id(p) in {id(q) for q in opt.state} for m in parts.values() for p in m.parameters())
+
+
+def test_fp16_is_refused_before_training(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    cfg = Path(__file__).parents[1] / "training" / "configs" / "multihead_tiny.yaml"
+    spy = _Spy(monkeypatch)
+    assert main(["fit", "--config", str(cfg), f"--data.root={dataset}", "--trainer.precision=16-mixed",
+                 f"--trainer.logger.init_args.save_dir={tmp_path}"]) == 2
+    assert "fp16 training diverged" in capsys.readouterr().err and spy.calls == 0
+    task = TerraMindTask(**TINY)
+    task._trainer = SimpleNamespace(precision="16-mixed", datamodule=None)  # a GPU trainer, where Lightning keeps fp16
+    with pytest.raises(TrainingConfigError, match="bf16-mixed"):
+        task.setup("fit")
+
+
 def test_frozen_encoder_and_single_head(dataset: Path, tmp_path: Path) -> None:
     task = TerraMindTask(**TINY, heads=["buildings"], freeze_encoder=True)
     assert list(task.network.heads) == ["buildings"] and list(task.losses) == ["buildings"]
@@ -277,3 +321,12 @@ def test_pretrained_encoder_weights_load_from_a_local_file(tmp_path: Path) -> No
     assert set(loaded) == set(state)
     for k, v in state.items():
         torch.testing.assert_close(loaded[k], v)
+
+
+def test_synthetic_dataset_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synthetic-dataset", "--out", str(tmp_path / "syn"), "--chips", "4", "--size", "32"]) == 0
+    index = DatasetIndex.load(tmp_path / "syn")
+    assert len(index.ok()) == 4 and index.meta["tile_size"] == 32
+    index.check_files(tmp_path / "syn")
+    assert main(["synthetic-dataset", "--out", str(tmp_path / "bad"), "--size", "40"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err

@@ -7,6 +7,7 @@ Run from a checkout as ``python -m training <command>``:
     python -m training gate --multi runs/multihead_base --lulc runs/lulc_base --buildings runs/buildings_base
     python -m training export runs/multihead_base --out artifacts/terramind-nyc-multihead-base
     python -m training selfcheck --json
+    python -m training synthetic-dataset --out /tmp/smoke --size 224   # data for smoke runs of the tiny configs
 
 This package imports ``terramind_nyc`` and is never imported by it. Importing ``training``
 itself is cheap; torch, terratorch and Lightning load in the modules that need them.

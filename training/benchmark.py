@@ -2,8 +2,8 @@
 
 Reports training iterations per second (after ``warmup`` steps) and peak memory (GPU: torch's
 ``max_memory_allocated`` / ``max_memory_reserved``; CPU: the process's peak RSS), for comparison
-with the published TerraMind-base-Flood reproduction on one AMD MI300X (4.69 it/s at batch 16,
-fp16-mixed, ~30 GB peak). Uses the real datamodule, task and Trainer; weights are random
+with the published TerraMind-base-Flood reproduction on one AMD MI300X (4.69 it/s at batch 16 of
+4 timesteps x 256 px, fp16-mixed, ~30 GB peak; docs/training.md). Uses the real datamodule, task and Trainer; weights are random
 (``pretrained: false``) since only speed and memory are measured.
 """
 

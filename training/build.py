@@ -112,6 +112,8 @@ class BuildSummary:
     """Skip / failure category -> count."""
     splits: dict[str, int]
     """Split -> number of chips (empty while chips are still failing)."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """Chip id -> ``category: message`` of each transient failure of this run (retried by a rerun)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -337,6 +339,17 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _reader_offset_rule() -> dict[str, Any]:
+    """The S2 offset rule terramind_nyc's reader applies, in the artifact config's terms (export checks it)."""
+    from terramind_nyc.chips import S2_OFFSET_DN
+
+    from .modelconfig import default_config
+
+    rule = dataclasses.asdict(default_config().s2_offset)
+    rule["offset_dn"] = int(S2_OFFSET_DN)
+    return rule
+
+
 def _meta(opts: BuildOptions, src: Sources) -> dict[str, Any]:
     return {
         "classes": {h: list(c) for h, c in src.classes.items()},
@@ -346,6 +359,7 @@ def _meta(opts: BuildOptions, src: Sources) -> dict[str, Any]:
         "resolution_m": src.settings.resolution_m,
         "crs": src.settings.crs,
         "offset_rule": "S2 L2A DN harmonised by terramind_nyc.chips (processing baseline >= 04.00: -1000, clip 0)",
+        "s2_offset": _reader_offset_rule(),
         "sources": {
             "imagery": {"provider": src.settings.catalog_provider,
                         "collections": [src.settings.s2_collection, src.settings.s1_collection,
@@ -400,6 +414,7 @@ def build_dataset(opts: BuildOptions, src: Sources) -> BuildSummary:
     size_m = opts.size_px * src.settings.resolution_m
     reasons: Counter[str] = Counter()
     resumed = failed = 0
+    failures: dict[str, str] = {}
     seen: set[str] = set()
     bar = tqdm(opts.centres, desc="chips", unit="chip", disable=not opts.progress)
     for lat, lon in bar:
@@ -428,6 +443,7 @@ def build_dataset(opts: BuildOptions, src: Sources) -> BuildSummary:
             reasons[category] += 1
             if not permanent:
                 failed += 1
+                failures[cid] = f"{category}: {exc}"
                 log.warning("chip %s failed (%s): %s; a rerun retries it", cid, category, exc)
                 continue
             log.info("chip %s skipped (%s): %s", cid, category, exc)
@@ -449,7 +465,7 @@ def build_dataset(opts: BuildOptions, src: Sources) -> BuildSummary:
     index.save(root)
     return BuildSummary(root=str(root), planned=len(opts.centres), ok=len(index.ok()),
                         skipped=sum(c.status == "skipped" for c in index.chips), resumed=resumed, failed=failed,
-                        reasons=dict(reasons), splits=splits)
+                        reasons=dict(reasons), splits=splits, failures=failures)
 
 
 def iter_ok(index: DatasetIndex) -> Iterable[ChipRecord]:

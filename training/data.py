@@ -63,7 +63,7 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
         self.timesteps = int(timesteps)
         self.augment = augment
         self.cache = cache
-        self._cache: dict[int, tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]] = {}
+        self._cache: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
 
     def __len__(self) -> int:
         return len(self.chips)

@@ -8,6 +8,7 @@ written into the artifact's config with the training provenance. The artifact is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from datetime import UTC, datetime
@@ -38,6 +39,14 @@ def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = No
     root = data or r.data_root
     if root is None:
         raise TrainingConfigError("no dataset root: pass --data (the run has no config.yaml naming one)")
+    index = DatasetIndex.load(root)
+    data_rule = index.meta.get("s2_offset")
+    model_rule = dataclasses.asdict(task.config.s2_offset)
+    if data_rule is not None and dict(data_rule) != model_rule:
+        raise TrainingConfigError(
+            f"the dataset at {root} was read with the S2 offset rule {dict(data_rule)}, the model config says "
+            f"{model_rule}; an artifact must carry the rule its training data was read with"
+        )
     dm = datamodule_for(root, task, batch_size=batch_size)
     threshold, val_iou = 0.5, None
     if "buildings" in task.head_names:
@@ -46,7 +55,6 @@ def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = No
         threshold, val_iou = choose_threshold(ev_val.building_hist)
         log.info("buildings threshold %.2f (val IoU %.4f)", threshold, val_iou)
     ev_test = evaluate(task, dm, "test", building_threshold=threshold if "buildings" in task.head_names else None)
-    index = DatasetIndex.load(root)
     ckpt = torch.load(str(r.checkpoint), map_location="cpu", weights_only=False)
     provenance = {
         "exported": datetime.now(UTC).replace(microsecond=0).isoformat(),

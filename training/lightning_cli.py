@@ -18,16 +18,32 @@ ensure_torchvision_importable()
 from lightning.pytorch.cli import LightningCLI
 
 from .data import NYCDataModule
-from .task import TerraMindTask
+from .errors import TrainingConfigError
+from .task import FP16_PRECISIONS, TerraMindTask
 
 __all__ = ["TrainingCLI", "run_lightning_cli"]
 
 
 class TrainingCLI(LightningCLI):
-    """LightningCLI with the project's defaults (seed 42, bf16-mixed, config saved in the run)."""
+    """LightningCLI with the project's defaults (seed 42, bf16-mixed, config saved in the run).
+
+    ``fit`` with an fp16 precision is refused before anything is built (fp16 diverged to NaN in
+    an earlier run of this model; Lightning on CPU would silently turn it into bf16, on GPU it
+    would run it).
+    """
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.set_defaults({"trainer.precision": "bf16-mixed"})
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand != "fit":
+            return
+        precision = str(self.config["fit"]["trainer"].get("precision"))
+        if precision in FP16_PRECISIONS:
+            raise TrainingConfigError(
+                f"trainer.precision {precision!r}: fp16 training diverged to NaN in an earlier run of this model; "
+                "use bf16-mixed (the default), or 32-true on GPUs without bfloat16"
+            )
 
 
 def run_lightning_cli(argv: Sequence[str]) -> TrainingCLI:

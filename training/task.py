@@ -32,9 +32,12 @@ from .metrics import HeadMetrics
 ensure_torchvision_importable()
 import lightning.pytorch as L
 
-__all__ = ["DEFAULT_LOSSES", "TerraMindTask"]
+__all__ = ["DEFAULT_LOSSES", "FP16_PRECISIONS", "TerraMindTask"]
 
 log = logging.getLogger(__name__)
+
+#: Lightning precisions refused for training (fp16 diverged; bf16-mixed is the default).
+FP16_PRECISIONS = ("16-mixed", "16-true", "16", "half")
 
 DEFAULT_LOSSES: dict[str, dict[str, Any]] = {
     "lulc": {"name": "ce"},
@@ -136,6 +139,12 @@ class TerraMindTask(L.LightningModule):
         return modelconfig.band_counts(self.config), modelconfig.standardiser(self.config)
 
     def setup(self, stage: str) -> None:
+        precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
+        if stage == "fit" and precision in FP16_PRECISIONS:
+            raise TrainingConfigError(
+                f"trainer.precision {precision!r}: fp16 training diverged to NaN in an earlier run of this model; "
+                "use bf16-mixed (the default), or 32-true on GPUs without bfloat16"
+            )
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return

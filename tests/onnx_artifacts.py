@@ -1,0 +1,33 @@
+"""A tiny random-weight two-head artifact with an ONNX export, built once per test session.
+
+The export (four graphs: every subset that holds S2L2A) is the slow part of the ONNX tests
+(about half a minute on two cores), so tests/test_onnx_export.py and tests/test_onnx_runtime.py
+share one. Tests that damage an artifact work on a copy (:func:`copy_artifact`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+_built: dict[str, Path] = {}
+
+
+def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny artifact (seed 7) with its default ONNX export."""
+    if "tiny" not in _built:
+        from terramind_nyc.onnx_export import export_onnx
+        from terramind_nyc.testing.model import make_tiny_artifact
+
+        path = make_tiny_artifact(tmp_path_factory.mktemp("onnx") / "tiny", seed=7)
+        export_onnx(path)
+        _built["tiny"] = path
+    return _built["tiny"]
+
+
+def copy_artifact(src: Path, dest: Path) -> Path:
+    """A copy of an artifact directory (to damage without touching the shared one)."""
+    shutil.copytree(src, dest)
+    return dest
