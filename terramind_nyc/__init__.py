@@ -26,6 +26,7 @@ from .errors import (
     InvalidLocationError,
     MissingModalityWarning,
     NoSceneError,
+    ProviderFallbackWarning,
     SettingsError,
     StaleSceneWarning,
     TerramindNYCError,
@@ -67,6 +68,7 @@ __all__ = [
     "TerramindNYCWarning",
     "MissingModalityWarning",
     "StaleSceneWarning",
+    "ProviderFallbackWarning",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -510,7 +510,7 @@ def fetch(
         rkey = stable_key("result", _grid_key(grid), _window_key(start, end), _chip_settings_key(settings),
                           radius, (round(lat, 6), round(lon, 6)) if radius else None,
                           runtime.model_info()["checkpoint"].get("sha256"))
-        hit = caches.results.get(rkey)
+        hit = caches.results.peek(rkey)
         if hit is not None:
             import dataclasses
 

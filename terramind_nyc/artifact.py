@@ -735,6 +735,16 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, *, optional: bo
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
+    except hf_errors.LocalEntryNotFoundError as exc:
+        # Offline or the hub unreachable, and the file not cached. Caught first: some
+        # huggingface_hub versions derive it from EntryNotFoundError ("the repo has no such file").
+        if optional:
+            log.debug("optional %s of %s not available: %s", filename, where, exc)
+            return None
+        raise CheckpointNotFoundError(
+            f"checkpoint {where!r}: {filename} is not in the local Hugging Face cache and the hub could not "
+            f"be reached (offline, HF_HUB_OFFLINE=1, or a network error); {_HOW_TO_FIX}"
+        ) from None
     except hf_errors.EntryNotFoundError:
         if optional:
             return None

@@ -45,11 +45,20 @@ class _Locked:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> Any:
+    def peek(self, key: Hashable) -> Any:
+        """The cached value (counted as a hit) or None (not counted: a get_or_compute follows)."""
         with self.lock:
             value = self.cache.get(key)
             if value is not None:
                 self.hits += 1
+            return value
+
+    def get(self, key: Hashable) -> Any:
+        """The cached value or None; both are counted (hits / misses)."""
+        with self.lock:
+            value = self.peek(key)
+            if value is None:
+                self.misses += 1
             return value
 
     def put(self, key: Hashable, value: Any) -> None:
@@ -61,13 +70,13 @@ class _Locked:
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
         """Return the cached value or compute it once (concurrent callers for one key wait)."""
-        value = self.get(key)
+        value = self.peek(key)
         if value is not None:
             return value  # type: ignore[no-any-return]
         with self.lock:
             flight = self._inflight.setdefault(key, threading.Lock())
         with flight:
-            value = self.get(key)
+            value = self.peek(key)
             if value is not None:
                 return value  # type: ignore[no-any-return]
             with self.lock:

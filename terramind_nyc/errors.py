@@ -23,6 +23,7 @@ __all__ = [
     "TerramindNYCWarning",
     "MissingModalityWarning",
     "StaleSceneWarning",
+    "ProviderFallbackWarning",
 ]
 
 
@@ -84,3 +85,8 @@ class MissingModalityWarning(TerramindNYCWarning):
 
 class StaleSceneWarning(TerramindNYCWarning):
     """The chosen scene is older than one would like for the request."""
+
+
+class ProviderFallbackWarning(TerramindNYCWarning):
+    """An ONNX Runtime execution provider asked for is not installed or did not start; a later
+    one of the ``onnx_providers`` list runs the model (results are the same, speed is not)."""

@@ -46,8 +46,8 @@ from .errors import (
     BackendError,
     CheckpointError,
     InvalidInputError,
+    ProviderFallbackWarning,
     SettingsError,
-    TerramindNYCWarning,
 )
 from .settings import Settings
 from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax
@@ -332,11 +332,6 @@ class TorchRuntime(Runtime):
 # ----------------------------------------------------------------------------------------
 # ONNX Runtime
 # ----------------------------------------------------------------------------------------
-class ProviderFallbackWarning(TerramindNYCWarning):
-    """An ONNX Runtime execution provider asked for is not installed or did not start; a later
-    one of the ``onnx_providers`` list runs the model (results are the same, speed is not)."""
-
-
 #: The extras that install an onnxruntime package (exactly one of them: they share one module folder).
 ONNX_EXTRAS: Mapping[str, str] = {
     "onnx": "onnxruntime",

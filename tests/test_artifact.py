@@ -385,5 +385,7 @@ def test_unreachable_repo_id_says_how_to_point_at_a_local_artifact(tmp_path: Pat
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(CheckpointNotFoundError, match="local artifact directory.*python -m training"):
+    with pytest.raises(CheckpointNotFoundError, match="local artifact directory.*python -m training") as info:
         load_artifact("terramind-nyc/does-not-exist")
+    # offline is reported as offline, not as "the repo has no config.json"
+    assert "could not be reached" in str(info.value) and "has no" not in str(info.value)

@@ -137,4 +137,4 @@ def test_inference_layout_changes_nothing_but_rounding(net):
     with torch.inference_mode():
         a, b = net(x), prepared(x)
     for h in a:
-        torch.testing.assert_close(a[h], b[h], rtol=0, atol=1e-5)
+        torch.testing.assert_close(a[h], b[h], rtol=1e-5, atol=1e-4)  # conv summation order differs by layout
