@@ -11,10 +11,10 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -360,7 +360,7 @@ def _parse_iso(iso: Any) -> datetime | None:
         dt = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 def _age_days(iso: Any, now: datetime) -> float | None:
@@ -416,7 +416,7 @@ def _build_result(
     rgb = None if window_rgb is None else np.ascontiguousarray(_crop(window_rgb, chip_grid, grid))
     timings = dict(timings, summary=time.perf_counter() - t)
     timings["total"] = time.perf_counter() - t_start
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     missing = tuple(chip.missing)
     notes = [f"{m} unavailable; the model ran without it" for m in missing]
     imagery = _imagery_provenance(chip, now)

@@ -20,6 +20,8 @@ install (``terramind-nyc selfcheck`` reads it through the local provider). The p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .fixtures import (
     S1_NODATA,
     S2_BANDS,
@@ -37,7 +39,6 @@ from .fixtures import (
     data_dir,
     fixture_elevation,
 )
-from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .servers import (
