@@ -735,22 +735,6 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, *, optional: bo
     where = f"{repo_id}@{revision}" if revision else repo_id
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
-    except hf_errors.LocalEntryNotFoundError as exc:
-        # Offline or the hub unreachable, and the file not cached. Caught first: some
-        # huggingface_hub versions derive it from EntryNotFoundError ("the repo has no such file").
-        if optional:
-            log.debug("optional %s of %s not available: %s", filename, where, exc)
-            return None
-        raise CheckpointNotFoundError(
-            f"checkpoint {where!r}: {filename} is not in the local Hugging Face cache and the hub could not "
-            f"be reached (offline, HF_HUB_OFFLINE=1, or a network error); {_HOW_TO_FIX}"
-        ) from None
-    except hf_errors.EntryNotFoundError:
-        if optional:
-            return None
-        raise CheckpointNotFoundError(
-            f"checkpoint {where!r} on the Hugging Face hub has no {filename}; {_HOW_TO_FIX}"
-        ) from None
     except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError) as exc:
         raise CheckpointNotFoundError(
             f"checkpoint {where!r} is not a local directory and the Hugging Face hub has no such "
@@ -758,13 +742,21 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, *, optional: bo
             f"({type(exc).__name__}); {_HOW_TO_FIX}"
         ) from None
     except Exception as exc:  # noqa: BLE001 - offline, timeouts, HTTP errors: all mean "not available"
+        # LocalEntryNotFoundError (offline or the hub unreachable, the file not cached) derives
+        # from EntryNotFoundError in some huggingface_hub versions: it is not "the repo lacks it".
+        offline = isinstance(exc, hf_errors.LocalEntryNotFoundError)
         if optional:
             log.debug("optional %s of %s not available: %s", filename, where, exc)
             return None
-        raise CheckpointNotFoundError(
-            f"checkpoint {where!r}: {filename} is not in the local Hugging Face cache and could not be "
-            f"downloaded ({type(exc).__name__}: {str(exc)[:200]}); {_HOW_TO_FIX}"
-        ) from None
+        if isinstance(exc, hf_errors.EntryNotFoundError) and not offline:
+            reason = f"the Hugging Face hub has no {filename} in it"
+        elif offline:
+            reason = (f"{filename} is not in the local Hugging Face cache and the hub could not be reached "
+                      "(offline, HF_HUB_OFFLINE=1, or a network error)")
+        else:
+            reason = (f"{filename} is not in the local Hugging Face cache and could not be downloaded "
+                      f"({type(exc).__name__}: {str(exc)[:200]})")
+        raise CheckpointNotFoundError(f"checkpoint {where!r}: {reason}; {_HOW_TO_FIX}") from None
 
 
 def read_config(source: str | os.PathLike[str], *, revision: str | None = None) -> ModelConfig:

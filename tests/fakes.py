@@ -104,3 +104,26 @@ def fakes(monkeypatch):
     monkeypatch.setattr(api, "_runtime", lambda settings: runtime)
     yield reader, runtime
     clear_caches()
+
+
+def assert_threads_agree(runtime: Any, x: dict[str, np.ndarray], n: int = 4) -> None:
+    """``n`` threads predicting ``x`` at once through one runtime all get its serial answer."""
+    expected = runtime.predict(x).probabilities
+    results: list[Any] = [None] * n
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = runtime.predict(x).probabilities
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for r in results:
+        for h in expected:
+            np.testing.assert_array_equal(r[h], expected[h])

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from onnx_artifacts import copy_artifact, exported_tiny
+
+from fakes import assert_threads_agree
 
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, has_onnx_export, locate_onnx, weights_sha256
@@ -139,26 +140,7 @@ def test_get_runtime_auto_prefers_onnx_and_shares_sessions(exported):
 
 
 def test_threads_share_one_session_and_agree(ort_rt):
-    x = raw(224, 300, seed=9)
-    expected = ort_rt.predict(x).probabilities
-    results: list = [None] * 4
-    errors: list = []
-
-    def work(i: int) -> None:
-        try:
-            results[i] = ort_rt.predict(x).probabilities
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for r in results:
-        for h in expected:
-            np.testing.assert_array_equal(r[h], expected[h])
+    assert_threads_agree(ort_rt, raw(224, 300, seed=9))
 
 
 def test_auto_uses_torch_without_an_export(tmp_path):

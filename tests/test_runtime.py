@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from fakes import assert_threads_agree
 
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import WEIGHTS_FILE
@@ -245,26 +246,7 @@ def test_temporal_checkpoint_takes_a_time_axis():
 # threads, loading, devices
 # ----------------------------------------------------------------------------------------
 def test_four_threads_get_identical_results(runtime):
-    x = raw(224, 300, seed=9)
-    expected = runtime.predict(x).probabilities
-    results: list = [None] * 4
-    errors: list = []
-
-    def work(i: int) -> None:
-        try:
-            results[i] = runtime.predict(x).probabilities
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for r in results:
-        for h in expected:
-            np.testing.assert_array_equal(r[h], expected[h])
+    assert_threads_agree(runtime, raw(224, 300, seed=9))
 
 
 def test_get_runtime_loads_once_and_shares_the_model(artifact_dir):
