@@ -650,10 +650,26 @@ def _float_or_nan(v: Any) -> float:
         return float("nan")
 
 
-def _group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int) -> list[list[tuple[int, ChipGrid]]]:
-    """Greedy spatial grouping: points whose windows fit together in one <= max_side_px window."""
+def _group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int,
+                   tile_overlap_px: int = 32) -> list[list[tuple[int, ChipGrid]]]:
+    """Group points so that each group's union window is read and predicted once.
+
+    Greedy spatial grouping into windows of at most ``max_side_px``; a group is kept only when
+    its union window costs no more than its members' own windows would, a window costing its
+    model tiles plus one for its catalog search and reads. Otherwise its members are grouped
+    again with half the side, down to one window per point: two points far apart in one big
+    window would cost more than two small passes.
+    """
+    if len(grids) < 2:
+        return [[g] for g in grids]
+    from .tiling import tile_count
+
+    def cost(height: int, width: int) -> int:
+        return 1 + tile_count(height, width, stride=224 - tile_overlap_px, delta=tile_overlap_px // 4)
+
+    res = grids[0][1].resolution
+    side = max(max(g.height, g.width) for _, g in grids)
     groups: list[tuple[list[float], list[tuple[int, ChipGrid]]]] = []
-    res = grids[0][1].resolution if grids else 10.0
     for idx, g in sorted(grids, key=lambda t: (t[1].bounds[0], t[1].bounds[1])):
         for bounds, members in groups:
             u = [min(bounds[0], g.bounds[0]), min(bounds[1], g.bounds[1]),
@@ -664,7 +680,21 @@ def _group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int) -> list[
                 break
         else:
             groups.append((list(g.bounds), [(idx, g)]))
-    return [m for _, m in groups]
+    out: list[list[tuple[int, ChipGrid]]] = []
+    for bounds, members in groups:
+        h, w = round((bounds[3] - bounds[1]) / res), round((bounds[2] - bounds[0]) / res)
+        if len(members) == 1 or cost(h, w) <= sum(cost(m.height, m.width) for _, m in members):
+            out.append(members)
+        elif max_side_px // 2 >= 2 * side:
+            out.extend(_group_windows(members, max_side_px // 2, tile_overlap_px))
+        else:
+            out.extend([m] for m in members)
+    return out
+
+
+#: Default largest shared window of fetch_many (four default windows a side; 896 px at 10 m:
+#: about 50 MB of inputs, 25 tiles). Larger ``size_m`` allows twice ``size_m``.
+_MAX_WINDOW_M = 8960.0
 
 
 def fetch_many(
@@ -681,7 +711,8 @@ def fetch_many(
     """:func:`fetch` for many points, sharing reads and model passes between neighbours.
 
     All points are validated first; points whose windows fit together in one window of at most
-    ``max_window_m`` (default twice the chip size) form a group that is read and predicted once.
+    ``max_window_m`` (default 8.96 km, or twice the window size when that is larger) form a group
+    that is read and predicted once, when that costs fewer model tiles than separate windows.
     Groups run concurrently on ``workers`` threads (default ``settings.io_threads`` capped at 4).
     Results come back in input order; one bad point never fails the batch (its ``error`` is set).
     ``progress`` shows a progress bar (default: when stderr is a terminal).
@@ -703,8 +734,8 @@ def fetch_many(
         except TerramindNYCError as exc:
             la, lo = (_as_point(p) if isinstance(p, (Mapping, tuple, list)) and len(p) == 2 else (None, None))
             items[i] = BatchItem(i, _float_or_nan(la), _float_or_nan(lo), None, exc)
-    max_px = int(round((max_window_m or 2 * size) / settings.resolution_m))
-    groups = _group_windows([(i, g) for i, _, _, g in valid_points], max_px)
+    max_px = int(round((max_window_m or max(2 * size, _MAX_WINDOW_M)) / settings.resolution_m))
+    groups = _group_windows([(i, g) for i, _, _, g in valid_points], max_px, settings.tile_overlap_px)
     coords = {i: (lat, lon) for i, lat, lon, _ in valid_points}
 
     def run_group(members: list[tuple[int, ChipGrid]]) -> list[BatchItem]:

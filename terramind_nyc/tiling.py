@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["TileBlender", "TilePlan", "blend_mask", "cut_tiles", "extract_tiles", "pad_to_canvas", "plan_tiles", "softmax"]
+__all__ = ["TileBlender", "TilePlan", "blend_mask", "cut_tiles", "extract_tiles", "pad_to_canvas", "plan_tiles", "softmax", "tile_count"]
 
 
 def _ramp(tile: int, stride: int, delta: int) -> np.ndarray:
@@ -147,6 +147,12 @@ def _pad(array: np.ndarray, before_after: list[tuple[int, int]]) -> np.ndarray:
     if not any(a or b for a, b in before_after):
         return array
     return np.pad(array, before_after, mode="reflect")
+
+
+def tile_count(height: int, width: int, *, tile: int = 224, stride: int = 192, delta: int = 8) -> int:
+    """How many tiles :func:`plan_tiles` would cut from a ``height`` x ``width`` window (cheap)."""
+    delta = min(int(delta), (tile - stride) // 2)
+    return len(_axis(int(height), tile, stride, delta)[2]) * len(_axis(int(width), tile, stride, delta)[2])
 
 
 def pad_to_canvas(array: np.ndarray, plan: TilePlan) -> np.ndarray:
