@@ -727,14 +727,64 @@ def locate_artifact(source: str | os.PathLike[str], *, revision: str | None = No
     return ArtifactFiles(src, revision, config.parent, config, weights, onnx_path)
 
 
+_UNREACHABLE_TTL_S = 30.0
+_unreachable_until: dict[str, float] = {}
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The exception types meaning "no answer from the server" in huggingface_hub's HTTP stack."""
+    import importlib
+
+    errors: list[type[BaseException]] = [OSError]  # requests' ConnectionError / Timeout are OSErrors
+    for name in ("httpx2", "httpx"):  # huggingface_hub 2.x / 1.x
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _hub_reachable(repo_id: str, filename: str, revision: str | None) -> bool:
+    """False when the hub gives no answer at all (offline mode, DNS, refused, timeout), from one
+    HEAD request without retries; remembered for 30 s so the files of one load ask once. Any
+    HTTP answer, errors included, counts as reachable (the download then reports it)."""
+    import time as _time
+
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = constants.ENDPOINT
+    if _unreachable_until.get(endpoint, 0.0) > _time.monotonic():
+        return False
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=10)
+    except HfHubHTTPError:  # an HTTP answer (404, 401, 5xx, ...): an OSError too, so caught first
+        return True
+    except _transport_errors() as exc:
+        log.info("the Hugging Face hub at %s is not reachable (%s); using the local cache only",
+                 endpoint, type(exc).__name__)
+        _unreachable_until[endpoint] = _time.monotonic() + _UNREACHABLE_TTL_S
+        return False
+    except Exception:  # noqa: BLE001 - an HTTP error is an answer: hf_hub_download reports it
+        return True
+    return True
+
+
 def _hub_file(repo_id: str, filename: str, revision: str | None, *, optional: bool = False) -> Path | None:
     """One file of a hub repo through huggingface_hub's cache (offline use works once cached)."""
     import huggingface_hub
     from huggingface_hub import errors as hf_errors
 
     where = f"{repo_id}@{revision}" if revision else repo_id
+    # huggingface_hub retries a failed connection for ~25 s per file; ask once without retries
+    # first and, when the hub cannot be reached at all, use only the local cache.
+    offline = not _hub_reachable(repo_id, filename, revision)
     try:
-        return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
+        return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision,
+                                                    local_files_only=offline))
     except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError) as exc:
         raise CheckpointNotFoundError(
             f"checkpoint {where!r} is not a local directory and the Hugging Face hub has no such "
@@ -851,10 +901,12 @@ def _config_only(source: str | os.PathLike[str], revision: str | None) -> tuple[
 
 def has_onnx_export(source: str | os.PathLike[str], *, revision: str | None = None) -> bool:
     """Whether the artifact's ``config.json`` records an ONNX export (and, for a local directory,
-    its ``model.onnx`` is there). Reads only the config; any problem with it gives False (the
-    torch path then reports it)."""
+    its ``model.onnx`` is there). Reads only the config; an invalid config gives False (the torch
+    path then reports it); a missing artifact raises CheckpointNotFoundError."""
     try:
         _, path, local, config = _config_only(source, revision)
+    except CheckpointNotFoundError:
+        raise  # no artifact at all: the torch path would only ask the hub again
     except CheckpointError:
         return False
     if config.onnx is None:

@@ -389,3 +389,28 @@ def test_unreachable_repo_id_says_how_to_point_at_a_local_artifact(tmp_path: Pat
         load_artifact("terramind-nyc/does-not-exist")
     # offline is reported as offline, not as "the repo has no config.json"
     assert "could not be reached" in str(info.value) and "has no" not in str(info.value)
+
+
+def test_unreachable_hub_fails_fast_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A hub that gives no answer (here: a closed loopback port) costs one request, not
+    huggingface_hub's ~25 s of retries per file, and the error says the hub could not be reached."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from terramind_nyc import artifact as artifact_mod
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        f"http://127.0.0.1:{port}/{{repo_id}}/resolve/{{revision}}/{{filename}}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(artifact_mod, "_unreachable_until", {})
+    t = time.monotonic()
+    with pytest.raises(CheckpointNotFoundError, match="could not be reached") as info:
+        load_artifact("terramind-nyc/not-cached")
+    assert time.monotonic() - t < 10, "the hub's retries were not skipped"
+    assert "has no" not in str(info.value)
