@@ -414,3 +414,53 @@ def test_unreachable_hub_fails_fast_and_says_so(tmp_path: Path, monkeypatch: pyt
         load_artifact("terramind-nyc/not-cached")
     assert time.monotonic() - t < 10, "the hub's retries were not skipped"
     assert "has no" not in str(info.value)
+
+
+@pytest.fixture
+def loopback_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """huggingface_hub pointed at a HubServer on 127.0.0.1 with an empty cache."""
+    from huggingface_hub import constants
+
+    from terramind_nyc import artifact as artifact_mod
+    from terramind_nyc.testing import HubServer
+
+    with HubServer() as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(artifact_mod, "_unreachable_until", {})
+        yield hub
+
+
+def test_repo_id_downloads_from_a_loopback_hub_then_loads_offline(tiny_dir: Path, loopback_hub,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    """The real huggingface_hub download path (HEAD, GET, cache, revision pin) against a
+    loopback hub; afterwards the same checkpoint loads with the hub gone."""
+    from huggingface_hub import constants
+
+    hub = loopback_hub
+    commit = hub.add_repo("nyc/tiny", tiny_dir)
+    art = load_artifact("nyc/tiny")
+    local = load_artifact(str(tiny_dir))
+    assert art.sha256 == local.sha256 and art.describe()["id"] == "nyc/tiny"
+    gets = [r.path for r in hub.requests if r.method == "GET"]
+    assert any(p.endswith("/config.json") for p in gets) and any(p.endswith("/model.safetensors") for p in gets)
+    assert load_artifact("nyc/tiny", revision=commit).sha256 == art.sha256
+    with pytest.raises(CheckpointNotFoundError, match="no such revision"):
+        load_artifact("nyc/tiny", revision="v9")
+    with pytest.raises(CheckpointNotFoundError, match="no such repository"):
+        load_artifact("nyc/absent")
+    # the hub goes away: the cached files still load, without waiting for retries
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert load_artifact("nyc/tiny").sha256 == art.sha256
+
+
+def test_a_hub_file_missing_from_the_repo_is_named(tiny_dir: Path, loopback_hub, tmp_path: Path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(tiny_dir / CONFIG_FILE, partial / CONFIG_FILE)
+    loopback_hub.add_repo("nyc/partial", partial)
+    with pytest.raises(CheckpointNotFoundError, match=f"hub has no {WEIGHTS_FILE}"):
+        load_artifact("nyc/partial")

@@ -47,13 +47,14 @@ if TYPE_CHECKING:  # pragma: no cover
         Faults,
         HarnessError,
         HarnessUnavailable,
+        HubServer,
         PgstacServer,
         RequestRecord,
         StacServer,
         free_port,
     )
 
-_SERVERS = ("CogServer", "FaultProxy", "Faults", "HarnessError", "HarnessUnavailable", "PgstacServer",
+_SERVERS = ("CogServer", "FaultProxy", "Faults", "HarnessError", "HarnessUnavailable", "HubServer", "PgstacServer",
             "RequestRecord", "StacServer", "free_port")
 
 
@@ -78,6 +79,7 @@ __all__ = [
     "FixtureCatalog",
     "HarnessError",
     "HarnessUnavailable",
+    "HubServer",
     "PgstacServer",
     "RealChip",
     "RequestRecord",
