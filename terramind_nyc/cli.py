@@ -43,19 +43,30 @@ def _result_lines(r: Any) -> list[str]:
 @click.group()
 @click.version_option(__version__, prog_name="terramind-nyc")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Errors only: no log lines, no library warnings, no progress bars.")
 @click.option("--checkpoint", default=None, help="Checkpoint: local artifact directory or Hugging Face repo id.")
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default=None, help="Inference backend.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, checkpoint: str | None, backend: str | None) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, checkpoint: str | None, backend: str | None) -> None:
     """Building density and land-cover fractions for New York City points."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if quiet and verbose:
+        raise click.UsageError("-q and -v contradict each other; pass one of them")
+    level = (logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1
+             else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if quiet:
+        import warnings
+
+        from .errors import TerramindNYCWarning
+
+        warnings.simplefilter("ignore", TerramindNYCWarning)
     overrides: dict[str, Any] = {}
     if checkpoint:
         overrides["checkpoint"] = checkpoint
     if backend:
         overrides["backend"] = backend
-    ctx.obj = {"settings": Settings.from_env(**overrides)}
+    ctx.obj = {"settings": Settings.from_env(**overrides), "quiet": quiet}
 
 
 @cli.command()
@@ -137,7 +148,8 @@ def batch(ctx: click.Context, points_file: str, out_file: str, when: str | None,
 
     try:
         s = run_batch(points_file, out_file, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx),
-                      workers=workers, riprap=riprap, retry_failed=retry_failed, progress=progress)
+                      workers=workers, riprap=riprap, retry_failed=retry_failed,
+                      progress=False if ctx.obj.get("quiet") else progress)
     except TerramindNYCError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     click.echo(f"{s.total} points: {s.skipped} already done, {s.ok} ok, {s.failed} failed -> {s.output}", err=True)
@@ -194,7 +206,8 @@ def selfcheck(ctx: click.Context, ck: str | None, outdir: str | None, as_json: b
                    "(default 1e-4; 1e-2 with --fp16).")
 @click.option("--fp16", is_flag=True, help="float16 weights and arithmetic (float32 inputs/outputs), for GPU providers.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the export record).")
-def export_onnx_command(artifact: str, out: str | None, subsets: str, opset: int, exporter: str,
+@click.pass_context
+def export_onnx_command(ctx: click.Context, artifact: str, out: str | None, subsets: str, opset: int, exporter: str,
                         tolerance: float | None, fp16: bool, as_json: bool) -> None:
     """Export ARTIFACT's network to ONNX (one graph per modality subset, weights stored once), verify it
     against torch and record it in config.json. Needs the torch extra and onnxruntime."""
@@ -202,7 +215,8 @@ def export_onnx_command(artifact: str, out: str | None, subsets: str, opset: int
     from .onnx_export import export_onnx
 
     def show(line: str) -> None:
-        click.echo(line, err=True)
+        if not ctx.obj.get("quiet"):
+            click.echo(line, err=True)
 
     try:
         record = export_onnx(artifact, out, subsets=subsets, opset=opset, exporter=exporter,  # type: ignore[arg-type]

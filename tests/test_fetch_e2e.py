@@ -18,6 +18,7 @@ import terramind_nyc.runtime as runtime_mod  # noqa: E402
 from terramind_nyc import CheckpointNotFoundError, fetch, fetch_riprap  # noqa: E402
 from terramind_nyc.cache import clear_caches  # noqa: E402
 from terramind_nyc.cli import cli  # noqa: E402
+from terramind_nyc.errors import MissingModalityWarning  # noqa: E402
 from terramind_nyc.testing import build_fixture_catalog  # noqa: E402
 from terramind_nyc.testing.model import make_tiny_artifact  # noqa: E402
 
@@ -145,3 +146,29 @@ def test_checkpoint_with_another_s2_offset_rule_is_refused(world, tmp_path):
     lat, lon = cat.points["clear"]
     with pytest.raises(CheckpointError, match="offset rule"):
         fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(odd)))
+
+
+def test_cli_quiet_silences_warnings_and_conflicts_with_verbose(world):
+    import warnings
+
+    cat, ck = world
+    lat, lon = cat.points["no_s1"]  # S1 missing: a MissingModalityWarning without -q
+    start, end = cat.when("no_s1")
+    env = {"TERRAMIND_NYC_CATALOG_PROVIDER": "local", "TERRAMIND_NYC_CATALOG_PATH": str(cat.items_path),
+           "TERRAMIND_NYC_SIGNER": "none", "TERRAMIND_NYC_CHECKPOINT": str(ck)}
+    args = ["fetch", str(lat), str(lon), "--when", f"{start}/{end}", "--json"]
+    runner = CliRunner()
+    with warnings.catch_warnings(record=True) as loud_w:
+        warnings.simplefilter("always")
+        loud = runner.invoke(cli, args, env=env)
+    clear_caches()
+    with warnings.catch_warnings(record=True) as quiet_w:  # the CLI changes the filters; keep it in here
+        warnings.simplefilter("always")
+        quiet = runner.invoke(cli, ["-q", *args], env=env)
+    assert loud.exit_code == 0 and quiet.exit_code == 0, quiet.output
+    assert any(issubclass(w.category, MissingModalityWarning) for w in loud_w)
+    assert not any(issubclass(w.category, MissingModalityWarning) for w in quiet_w)
+    assert quiet.stderr.strip() == ""
+    assert json.loads(quiet.stdout)["provenance"]["modalities_missing"] == ["S1RTC"]
+    res = runner.invoke(cli, ["-q", "-v", "info"])
+    assert res.exit_code == 2 and "contradict" in res.output
