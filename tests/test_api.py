@@ -260,3 +260,4 @@ def test_grouping_shares_dense_points_and_splits_far_ones():
     # the cheap count agrees with the full plan
     for h, w in [(224, 224), (300, 224), (448, 448), (524, 896), (1000, 333)]:
         assert tile_count(h, w) == plan_tiles(h, w).n_tiles
+

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 pytest.importorskip("torch")  # the random-weight checkpoint needs the torch extra
 
 import terramind_nyc.runtime as runtime_mod  # noqa: E402
-from terramind_nyc import CheckpointNotFoundError, fetch, fetch_riprap  # noqa: E402
+from terramind_nyc import CheckpointNotFoundError, fetch, fetch_many, fetch_riprap  # noqa: E402
 from terramind_nyc.cache import clear_caches  # noqa: E402
 from terramind_nyc.cli import cli  # noqa: E402
 from terramind_nyc.errors import MissingModalityWarning  # noqa: E402
@@ -172,3 +172,19 @@ def test_cli_quiet_silences_warnings_and_conflicts_with_verbose(world):
     assert json.loads(quiet.stdout)["provenance"]["modalities_missing"] == ["S1RTC"]
     res = runner.invoke(cli, ["-q", "-v", "info"])
     assert res.exit_code == 2 and "contradict" in res.output
+
+
+def test_fetch_many_without_sharing_is_exactly_fetch(world):
+    """With the real reader and model: max_window_m equal to the window size gives each point its
+    own window, so the answers are fetch's to the last digit."""
+    cat, ck = world
+    lat, lon = cat.points["clear"]
+    when = cat.when("clear")
+    s = cat.settings(checkpoint=str(ck), cache_enabled=False)
+    pts = [(lat, lon), (lat + 0.002, lon - 0.002), (lat, lon)]
+    items = fetch_many(pts, when=when, settings=s, progress=False, max_window_m=2240)
+    for it, p in zip(items, pts):
+        single = fetch(*p, when=when, settings=s)
+        assert it.ok and it.result.grid == single.grid
+        assert it.result.building_density == single.building_density
+        assert it.result.lulc_fractions == single.lulc_fractions
