@@ -127,3 +127,13 @@ def assert_threads_agree(runtime: Any, x: dict[str, np.ndarray], n: int = 4) -> 
     for r in results:
         for h in expected:
             np.testing.assert_array_equal(r[h], expected[h])
+
+
+def raw(h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random raw model inputs in their units: S2 uint16 DN, S1 dB, DEM metres."""
+    rng = np.random.default_rng(seed)
+    return {
+        "S2L2A": rng.integers(0, 6000, (12, h, w)).astype(np.uint16),
+        "S1RTC": rng.normal(-14, 4, (2, h, w)).astype(np.float32),
+        "DEM": rng.normal(30, 20, (1, h, w)).astype(np.float32),
+    }

@@ -17,9 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from fakes import assert_threads_agree, raw
 from onnx_artifacts import copy_artifact, exported_tiny
-
-from fakes import assert_threads_agree
 
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, has_onnx_export, locate_onnx, weights_sha256
@@ -56,15 +55,6 @@ def _fresh():
     rt_mod._warned.clear()
     yield
     rt_mod.clear_runtimes()
-
-
-def raw(h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        "S2L2A": rng.integers(0, 6000, (12, h, w)).astype(np.uint16),
-        "S1RTC": rng.normal(-14, 4, (2, h, w)).astype(np.float32),
-        "DEM": rng.normal(30, 20, (1, h, w)).astype(np.float32),
-    }
 
 
 def _damaged(exported: Path, tmp_path: Path) -> Path:
@@ -242,7 +232,8 @@ def test_missing_recorded_file(exported, tmp_path):
     (bad / ONNX_DATA_FILE).unlink()
     with pytest.raises(CheckpointNotFoundError, match="model.onnx.data is missing although config.json records it"):
         load_runtime(str(bad), backend="onnx")
-    assert not has_onnx_export(tmp_path / "nowhere")
+    with pytest.raises(CheckpointNotFoundError, match="no such directory"):
+        has_onnx_export(tmp_path / "nowhere")  # no artifact at all: said once, not asked again by torch
 
 
 def test_graph_inputs_that_disagree_with_the_config(exported, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fakes import assert_threads_agree
+from fakes import assert_threads_agree, raw
 
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import WEIGHTS_FILE
@@ -53,16 +53,6 @@ def _fresh_runtimes():
     rt_mod.clear_runtimes()
     yield
     rt_mod.clear_runtimes()
-
-
-def raw(h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Raw inputs in their units: S2 uint16 DN, S1 dB, DEM metres."""
-    rng = np.random.default_rng(seed)
-    return {
-        "S2L2A": rng.integers(0, 6000, (12, h, w)).astype(np.uint16),
-        "S1RTC": rng.normal(-14, 4, (2, h, w)).astype(np.float32),
-        "DEM": rng.normal(30, 20, (1, h, w)).astype(np.float32),
-    }
 
 
 def standardised(h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import shutil
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from shapely.geometry import box, mapping, shape
+from shapely.geometry import box
+from socrata import SocrataServer, multipolygon_features
 
 from terramind_nyc.grid import chip_grid
 from terramind_nyc.settings import Settings
@@ -254,31 +251,6 @@ def test_tiling_a_bbox_gives_adjacent_lattice_chips() -> None:
         tile_centres((1.0, 2.0, 0.0, 3.0), settings=s)
 
 
-class _SocrataHandler(BaseHTTPRequestHandler):
-    """A minimal SODA endpoint: ``/resource/5zhs-2jue.geojson`` with ``within_box``, ``$limit``, ``$offset``."""
-
-    server: Any
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        q = parse_qs(url.query)
-        self.server.requests.append(q)
-        m = re.match(r"within_box\(the_geom, ([-\d.]+), ([-\d.]+), ([-\d.]+), ([-\d.]+)\)", q["$where"][0])
-        assert url.path == "/resource/5zhs-2jue.geojson" and m, self.path
-        n_lat, w_lon, s_lat, e_lon = map(float, m.groups())
-        sel = [f for f in self.server.features if box(w_lon, s_lat, e_lon, n_lat).intersects(shape(f["geometry"]))]
-        off, lim = int(q["$offset"][0]), int(q["$limit"][0])
-        body = json.dumps({"type": "FeatureCollection", "features": sel[off:off + lim]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def test_build_through_a_stac_api_and_a_socrata_endpoint(env: dict[str, Any], tmp_path: Path) -> None:
     """The default readers end to end: WorldCover found through a STAC API (rustac on loopback) and
     footprints paged from a Socrata endpoint, as a real build reads Planetary Computer and NYC Open Data."""
@@ -291,23 +263,16 @@ def test_build_through_a_stac_api_and_a_socrata_endpoint(env: dict[str, Any], tm
     except HarnessUnavailable as exc:
         pytest.skip(str(exc))
     wgs84 = _buildings_utm(env["clear"]).to_crs("EPSG:4326")
-    socrata = ThreadingHTTPServer(("127.0.0.1", 0), _SocrataHandler)
-    socrata.requests = []  # type: ignore[attr-defined]
-    socrata.features = [{"type": "Feature", "properties": {"bin": str(i)},  # type: ignore[attr-defined]
-                         "geometry": {"type": "MultiPolygon", "coordinates": [mapping(g)["coordinates"]]}}
-                        for i, g in enumerate(wgs84.geometry)]
-    thread = threading.Thread(target=socrata.serve_forever, daemon=True)
-    thread.start()
+    socrata = SocrataServer(multipolygon_features(wgs84.geometry)).__enter__()
     try:
         settings = env["settings"].replace(catalog_provider="stac-api", catalog_url=stac.url)
-        footprints = SocrataFootprints(base_url=f"http://127.0.0.1:{socrata.server_port}", page_size=3,
+        footprints = SocrataFootprints(base_url=socrata.url, page_size=3,
                                        backoff_s=0.01)
         src = Sources(settings=settings, footprints=footprints, classes=env["classes"], bands=env["bands"])
         out = tmp_path / "ds"
         summary = build_dataset(_opts(env, out, ("clear", "tile_edge")), src)
     finally:
-        socrata.shutdown()
-        socrata.server_close()
+        socrata.__exit__()
         stac.stop()
     index = DatasetIndex.load(out)
     assert (summary.ok, summary.skipped, summary.failed) == (1, 1, 0), (summary, [(c.id, c.reason) for c in index.chips])
@@ -321,6 +286,6 @@ def test_build_through_a_stac_api_and_a_socrata_endpoint(env: dict[str, Any], tm
                                     transform=tuple(env["clear"].transform)[:6])
     np.testing.assert_array_equal(layout.read_raster(out / clear.files["buildings"])[0], expected)
     # 4 footprints in pages of 3: two requests, in a stable order; the skipped chip never asked
-    assert [r["$offset"][0] for r in socrata.requests] == ["0", "3"]  # type: ignore[attr-defined]
-    assert all(r["$order"] == [":id"] for r in socrata.requests)  # type: ignore[attr-defined]
+    assert [r["$offset"][0] for r in socrata.requests] == ["0", "3"]
+    assert all(r["$order"] == [":id"] for r in socrata.requests)
     assert index.meta["sources"]["footprints"]["kind"] == "socrata"

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import geopandas as gpd
 import numpy as np
 import pytest
-from shapely.geometry import box, mapping
+from shapely.geometry import box
+from socrata import SocrataServer, multipolygon_features
 
 from training.errors import DatasetError
 from training.footprints import (
@@ -89,71 +84,16 @@ def test_empty_footprints_give_all_background_and_extent_marks_ignore() -> None:
 # ----------------------------------------------------------------------------------------
 # a Socrata-like server on 127.0.0.1: $where within_box, $order, $limit/$offset paging
 # ----------------------------------------------------------------------------------------
-class _Socrata(ThreadingHTTPServer):
-    features: list[dict[str, Any]]
-    requests: list[dict[str, list[str]]]
-    fail_first: int
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Socrata
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        q = parse_qs(url.query)
-        self.server.requests.append(q)
-        if self.server.fail_first > 0:
-            self.server.fail_first -= 1
-            self.send_response(503)
-            self.end_headers()
-            return
-        if url.path != "/resource/5zhs-2jue.geojson":
-            self.send_response(404)
-            self.end_headers()
-            return
-        m = re.match(r"within_box\(the_geom, ([-\d.]+), ([-\d.]+), ([-\d.]+), ([-\d.]+)\)", q["$where"][0])
-        assert m, q["$where"]
-        n_lat, w_lon, s_lat, e_lon = map(float, m.groups())
-        sel = [f for f in self.server.features
-               if box(w_lon, s_lat, e_lon, n_lat).intersects(box(*_bounds(f)))]
-        off, lim = int(q["$offset"][0]), int(q["$limit"][0])
-        body = json.dumps({"type": "FeatureCollection", "features": sel[off:off + lim]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-def _bounds(f: dict[str, Any]) -> tuple[float, float, float, float]:
-    from shapely.geometry import shape
-
-    return shape(f["geometry"]).bounds  # type: ignore[no-any-return]
-
-
 @pytest.fixture()
-def socrata() -> Iterator[_Socrata]:
-    srv = _Socrata(("127.0.0.1", 0), _Handler)
+def socrata() -> Iterator[SocrataServer]:
     # 25 small buildings in a row inside the grid, as GeoJSON MultiPolygons in WGS84 (as Socrata serves them)
     geoms = [box(X0 + 20 * i + 2, Y1 - 618, X0 + 20 * i + 18, Y1 - 602) for i in range(25)]
-    ll = gpd.GeoSeries(geoms, crs=CRS).to_crs("EPSG:4326")
-    srv.features = [{"type": "Feature", "properties": {"bin": str(i)},
-                     "geometry": {"type": "MultiPolygon", "coordinates": [mapping(g)["coordinates"]]}}
-                    for i, g in enumerate(ll)]
-    srv.requests = []
-    srv.fail_first = 0
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with SocrataServer(multipolygon_features(gpd.GeoSeries(geoms, crs=CRS).to_crs("EPSG:4326"))) as srv:
+        yield srv
 
 
-def test_socrata_pages_until_a_short_page(socrata: _Socrata) -> None:
-    src = SocrataFootprints(base_url=f"http://127.0.0.1:{socrata.server_port}", page_size=10, backoff_s=0.01)
+def test_socrata_pages_until_a_short_page(socrata: SocrataServer) -> None:
+    src = SocrataFootprints(base_url=socrata.url, page_size=10, backoff_s=0.01)
     got = src.query(BOUNDS, CRS)
     assert len(got) == 25
     assert [r["$offset"][0] for r in socrata.requests] == ["0", "10", "20"]
@@ -162,16 +102,16 @@ def test_socrata_pages_until_a_short_page(socrata: _Socrata) -> None:
     assert mask[60:62].sum() == 100 and mask.sum() == 100  # 2 x 2 pixels per building
 
 
-def test_socrata_retries_then_fails_clearly(socrata: _Socrata) -> None:
+def test_socrata_retries_then_fails_clearly(socrata: SocrataServer) -> None:
     socrata.fail_first = 2
-    src = SocrataFootprints(base_url=f"http://127.0.0.1:{socrata.server_port}", page_size=100, retries=2,
+    src = SocrataFootprints(base_url=socrata.url, page_size=100, retries=2,
                             backoff_s=0.01)
     assert len(src.query(BOUNDS, CRS)) == 25
     socrata.fail_first = 10
-    src = SocrataFootprints(base_url=f"http://127.0.0.1:{socrata.server_port}", retries=1, backoff_s=0.01)
+    src = SocrataFootprints(base_url=socrata.url, retries=1, backoff_s=0.01)
     with pytest.raises(FootprintsUnavailableError, match="after 2 attempts"):
         src.query(BOUNDS, CRS)
     socrata.fail_first = 0
-    bad = SocrataFootprints(base_url=f"http://127.0.0.1:{socrata.server_port}", dataset="nope", retries=0)
+    bad = SocrataFootprints(base_url=socrata.url, dataset="nope", retries=0)
     with pytest.raises(FootprintsUnavailableError, match="HTTP 404"):
         bad.query(BOUNDS, CRS)

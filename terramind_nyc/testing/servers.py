@@ -429,6 +429,17 @@ class _FaultHandlerMixin(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n > 0 else b""
 
+    def do_GET(self) -> None:
+        if self._apply_faults():
+            self._serve()
+
+    def do_HEAD(self) -> None:
+        if self._apply_faults():
+            self._serve()
+
+    def _serve(self) -> None:  # pragma: no cover - each server's handler answers
+        self.send_error(501, "not implemented")
+
     @property
     def _truncation(self) -> _Rule | None:
         a = getattr(self, "_decision", _Decision()).action
@@ -440,14 +451,6 @@ class _FaultHandlerMixin(BaseHTTPRequestHandler):
 # ----------------------------------------------------------------------------------------
 class _CogHandler(_FaultHandlerMixin, RangeRequestHandler):
     """rangehttpserver's handler (Range support) plus faults, request log and no listings."""
-
-    def do_GET(self) -> None:
-        if self._apply_faults():
-            self._serve()
-
-    def do_HEAD(self) -> None:
-        if self._apply_faults():
-            self._serve()
 
     def _serve(self) -> None:
         rule = self._truncation
@@ -528,14 +531,6 @@ class CogServer(_LoopbackServer):
 class _HubHandler(_FaultHandlerMixin):
     """``/{owner}/{name}/resolve/{revision}/{filename}`` as the hub answers it: the commit in
     ``X-Repo-Commit``, the file's sha256 as ``ETag``, and ``X-Error-Code`` on a 404."""
-
-    def do_GET(self) -> None:
-        if self._apply_faults():
-            self._serve()
-
-    def do_HEAD(self) -> None:
-        if self._apply_faults():
-            self._serve()
 
     def _serve(self) -> None:
         hub: HubServer = self.server.owner  # type: ignore[assignment]
