@@ -751,14 +751,13 @@ def _hub_reachable(repo_id: str, filename: str, revision: str | None) -> bool:
     import time as _time
 
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
 
     if constants.HF_HUB_OFFLINE:
         return False
     endpoint = constants.ENDPOINT
     if _unreachable_until.get(endpoint, 0.0) > _time.monotonic():
         return False
-    from huggingface_hub.errors import HfHubHTTPError
-
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=10)
     except HfHubHTTPError:  # an HTTP answer (404, 401, 5xx, ...): an OSError too, so caught first
@@ -768,7 +767,7 @@ def _hub_reachable(repo_id: str, filename: str, revision: str | None) -> bool:
                  endpoint, type(exc).__name__)
         _unreachable_until[endpoint] = _time.monotonic() + _UNREACHABLE_TTL_S
         return False
-    except Exception:  # noqa: BLE001 - an HTTP error is an answer: hf_hub_download reports it
+    except Exception:  # noqa: BLE001 - anything else (a malformed id, ...): hf_hub_download reports it
         return True
     return True
 
@@ -794,13 +793,13 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, *, optional: bo
     except Exception as exc:  # noqa: BLE001 - offline, timeouts, HTTP errors: all mean "not available"
         # LocalEntryNotFoundError (offline or the hub unreachable, the file not cached) derives
         # from EntryNotFoundError in some huggingface_hub versions: it is not "the repo lacks it".
-        offline = isinstance(exc, hf_errors.LocalEntryNotFoundError)
+        no_answer = isinstance(exc, hf_errors.LocalEntryNotFoundError)
         if optional:
             log.debug("optional %s of %s not available: %s", filename, where, exc)
             return None
-        if isinstance(exc, hf_errors.EntryNotFoundError) and not offline:
+        if isinstance(exc, hf_errors.EntryNotFoundError) and not no_answer:
             reason = f"the Hugging Face hub has no {filename} in it"
-        elif offline:
+        elif no_answer:
             reason = (f"{filename} is not in the local Hugging Face cache and the hub could not be reached "
                       "(offline, HF_HUB_OFFLINE=1, or a network error)")
         else:
