@@ -662,10 +662,12 @@ def _group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int,
     """
     if len(grids) < 2:
         return [[g] for g in grids]
-    from .tiling import tile_count
+    from .tiling import tile_count, tile_geometry
+
+    geometry = tile_geometry(224, tile_overlap_px)  # the checkpoint is not loaded yet: the default tile
 
     def cost(height: int, width: int) -> int:
-        return 1 + tile_count(height, width, stride=224 - tile_overlap_px, delta=tile_overlap_px // 4)
+        return 1 + tile_count(height, width, **geometry)
 
     res = grids[0][1].resolution
     side = max(max(g.height, g.width) for _, g in grids)

@@ -727,8 +727,8 @@ def locate_artifact(source: str | os.PathLike[str], *, revision: str | None = No
     return ArtifactFiles(src, revision, config.parent, config, weights, onnx_path)
 
 
-_UNREACHABLE_TTL_S = 30.0
-_unreachable_until: dict[str, float] = {}
+_PROBE_TTL_S = 30.0
+_probes: dict[str, tuple[bool, float]] = {}  # endpoint -> (reachable, valid until)
 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
@@ -746,8 +746,9 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 def _hub_reachable(repo_id: str, filename: str, revision: str | None) -> bool:
     """False when the hub gives no answer at all (offline mode, DNS, refused, timeout), from one
-    HEAD request without retries; remembered for 30 s so the files of one load ask once. Any
-    HTTP answer, errors included, counts as reachable (the download then reports it)."""
+    HEAD request without retries. The answer is kept for 30 s per endpoint, so the files of one
+    load cost one probe. Any HTTP answer, errors included, counts as reachable (the download
+    then reports it)."""
     import time as _time
 
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
@@ -756,20 +757,22 @@ def _hub_reachable(repo_id: str, filename: str, revision: str | None) -> bool:
     if constants.HF_HUB_OFFLINE:
         return False
     endpoint = constants.ENDPOINT
-    if _unreachable_until.get(endpoint, 0.0) > _time.monotonic():
-        return False
+    known = _probes.get(endpoint)
+    if known is not None and known[1] > _time.monotonic():
+        return known[0]
+    reachable = True
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), timeout=10)
     except HfHubHTTPError:  # an HTTP answer (404, 401, 5xx, ...): an OSError too, so caught first
-        return True
+        pass
     except _transport_errors() as exc:
         log.info("the Hugging Face hub at %s is not reachable (%s); using the local cache only",
                  endpoint, type(exc).__name__)
-        _unreachable_until[endpoint] = _time.monotonic() + _UNREACHABLE_TTL_S
-        return False
+        reachable = False
     except Exception:  # noqa: BLE001 - anything else (a malformed id, ...): hf_hub_download reports it
-        return True
-    return True
+        pass
+    _probes[endpoint] = (reachable, _time.monotonic() + _PROBE_TTL_S)
+    return reachable
 
 
 def _hub_file(repo_id: str, filename: str, revision: str | None, *, optional: bool = False) -> Path | None:

@@ -363,7 +363,7 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
                 torch.onnx.export(graph, example, str(path), input_names=list(subset), output_names=heads,
                                   opset_version=opset, dynamo=False, do_constant_folding=True,
                                   dynamic_axes={n: {0: "batch"} for n in (*subset, *heads)})
-    except Exception as exc:
+    except Exception as exc:  # exporter failures come in many types
         raise BackendError(f"torch.onnx ({exporter}) could not export the {'+'.join(subset)} graph: "
                            f"{type(exc).__name__}: {str(exc)[:500]}") from exc
     finally:

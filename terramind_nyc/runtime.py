@@ -50,7 +50,7 @@ from .errors import (
     SettingsError,
 )
 from .settings import Settings
-from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax
+from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax, tile_geometry
 
 if TYPE_CHECKING:  # pragma: no cover
     from .network import MultiHeadTerraMind
@@ -242,8 +242,7 @@ class Runtime:
 
     def plan(self, height: int, width: int) -> TilePlan:
         """The tile plan for a window of ``height`` x ``width`` px."""
-        return plan_tiles(height, width, tile=self.config.tile_size, stride=self.config.tile_size - self.tile_overlap,
-                          delta=self.tile_overlap // 4)
+        return plan_tiles(height, width, **tile_geometry(self.config.tile_size, self.tile_overlap))
 
     def predict(self, arrays: Mapping[str, Any], masks: Mapping[str, Any] | None = None) -> Prediction:
         """Probabilities per head for raw modality arrays on one grid.

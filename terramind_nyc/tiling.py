@@ -37,7 +37,8 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["TileBlender", "TilePlan", "blend_mask", "cut_tiles", "extract_tiles", "pad_to_canvas", "plan_tiles", "softmax", "tile_count"]
+__all__ = ["TileBlender", "TilePlan", "blend_mask", "cut_tiles", "extract_tiles", "pad_to_canvas", "plan_tiles", "softmax", "tile_count",
+           "tile_geometry"]
 
 
 def _ramp(tile: int, stride: int, delta: int) -> np.ndarray:
@@ -147,6 +148,12 @@ def _pad(array: np.ndarray, before_after: list[tuple[int, int]]) -> np.ndarray:
     if not any(a or b for a, b in before_after):
         return array
     return np.pad(array, before_after, mode="reflect")
+
+
+def tile_geometry(tile: int, overlap: int) -> dict[str, int]:
+    """``tile``, ``stride`` and ``delta`` for tiles overlapping by ``overlap`` px (the runtime's
+    scheme: 32 px on 224 tiles gives stride 192, delta 8), as keywords of :func:`plan_tiles`."""
+    return {"tile": tile, "stride": tile - overlap, "delta": overlap // 4}
 
 
 def tile_count(height: int, width: int, *, tile: int = 224, stride: int = 192, delta: int = 8) -> int:
