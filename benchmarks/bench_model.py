@@ -90,11 +90,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from terramind_nyc._compat import ensure_torchvision_importable
+    from terramind_nyc.compat import terratorch_imports
 
-    ensure_torchvision_importable()
-    from terratorch.models import EncoderDecoderFactory
-    from terratorch.tasks.tiled_inference import tiled_inference
+    with terratorch_imports():
+        from terratorch.models import EncoderDecoderFactory
+        from terratorch.tasks.tiled_inference import tiled_inference
 
     from terramind_nyc.artifact import ModelConfig, save_artifact
     from terramind_nyc.network import build_network

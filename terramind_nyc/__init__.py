@@ -26,6 +26,7 @@ from .errors import (
     InvalidLocationError,
     MissingModalityWarning,
     NoSceneError,
+    PrecisionFallbackWarning,
     ProviderFallbackWarning,
     SettingsError,
     StaleSceneWarning,
@@ -69,6 +70,7 @@ __all__ = [
     "MissingModalityWarning",
     "StaleSceneWarning",
     "ProviderFallbackWarning",
+    "PrecisionFallbackWarning",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -59,9 +59,12 @@ class Provenance:
     checkpoint: dict[str, Any]
     """Checkpoint id, revision, model name, version and sha256 of the weights."""
     backend: str
-    """Inference backend that ran (``torch`` or ``onnx``)."""
+    """Inference backend that ran (``torch``, ``onnx`` or ``openvino``)."""
     device: str
     """Device / execution provider that ran the model."""
+    precision: str
+    """Numeric precision the network ran in: ``fp32``, ``bf16`` (or ``fp16`` for a float16 ONNX
+    export); see the ``precision`` setting."""
     catalog: str
     """STAC provider the imagery came from."""
     date_window: tuple[str, str]
@@ -77,6 +80,7 @@ class Provenance:
             "checkpoint": _jsonable(self.checkpoint),
             "backend": self.backend,
             "device": self.device,
+            "precision": self.precision,
             "catalog": self.catalog,
             "date_window": list(self.date_window),
             "library_version": self.library_version,
@@ -433,6 +437,7 @@ def _build_result(
         checkpoint=info["checkpoint"],
         backend=info["backend"],
         device=info["device"],
+        precision=info["precision"],
         catalog=str(getattr(chip, "provider", "") or next(
             (p.get("provider") for p in imagery.values() if p.get("provider")), "")),
         date_window=(start.isoformat(), end.isoformat()),
@@ -509,7 +514,7 @@ def fetch(
     if caches is not None:
         rkey = stable_key("result", _grid_key(grid), _window_key(start, end), _chip_settings_key(settings),
                           radius, (round(lat, 6), round(lon, 6)) if radius else None,
-                          runtime.model_info()["checkpoint"].get("sha256"))
+                          runtime.model_info()["checkpoint"].get("sha256"), runtime.model_info()["precision"])
         hit = caches.results.peek(rkey)
         if hit is not None:
             import dataclasses

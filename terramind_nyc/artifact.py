@@ -185,8 +185,8 @@ class OnnxExport:
     exporter: str
     """Exporter and versions, e.g. ``torch.onnx torchscript (torch 2.13.0, onnx 1.23.2)``."""
     max_abs_diff: float
-    """Largest absolute difference of ONNX Runtime's logits from torch's over every graph, in
-    the verification on random inputs at export time."""
+    """Largest absolute difference of ONNX Runtime's softmax probabilities from torch's (IEEE
+    float32) over every graph, in the verification on random inputs at export time."""
     tolerance: float = 1e-4
     """The bound :attr:`max_abs_diff` was checked against."""
     argmax_agreement: float = 1.0

@@ -24,6 +24,7 @@ __all__ = [
     "MissingModalityWarning",
     "StaleSceneWarning",
     "ProviderFallbackWarning",
+    "PrecisionFallbackWarning",
 ]
 
 
@@ -90,3 +91,8 @@ class StaleSceneWarning(TerramindNYCWarning):
 class ProviderFallbackWarning(TerramindNYCWarning):
     """An ONNX Runtime execution provider asked for is not installed or did not start; a later
     one of the ``onnx_providers`` list runs the model (results are the same, speed is not)."""
+
+
+class PrecisionFallbackWarning(TerramindNYCWarning):
+    """``precision=bf16`` was asked for where the hardware or the backend has no bf16 mode;
+    fp32 runs instead (the result's provenance records the precision that ran)."""

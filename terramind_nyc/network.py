@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._compat import ensure_torchvision_importable
+from .compat import terratorch_imports
 from .artifact import ModelConfig
 from .errors import CheckpointError, InvalidInputError
 
@@ -46,7 +46,8 @@ _BAND_ALIASES: Mapping[str, str] = {
 def terratorch_bands(config: ModelConfig) -> dict[str, list[str]] | None:
     """``bands`` argument for terratorch's TerraMind builder, or None when every modality has
     TerraMind's pretrained band list (then the pretrained patch embeddings are used as they are)."""
-    from terratorch.models.backbones.terramind.model.terramind_register import PRETRAINED_BANDS
+    with terratorch_imports():
+        from terratorch.models.backbones.terramind.model.terramind_register import PRETRAINED_BANDS
 
     keys = {"S2L2A": "untok_sen2l2a@224", "S2L1C": "untok_sen2l1c@224", "S2RGB": "untok_sen2rgb@224",
             "S1GRD": "untok_sen1grd@224", "S1RTC": "untok_sen1rtc@224", "DEM": "untok_dem@224"}
@@ -74,12 +75,12 @@ class MultiHeadTerraMind(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise InvalidInputError(f"config must be a ModelConfig, got {type(config).__name__}")
-        ensure_torchvision_importable()
-        from terratorch.models.decoders.unet_decoder import UNetDecoder
-        from terratorch.models.heads.segmentation_head import SegmentationHead
-        from terratorch.models.necks import LearnedInterpolateToPyramidal, ReshapeTokensToImage, SelectIndices
-        from terratorch.models.utils import TemporalWrapper
-        from terratorch.registry import BACKBONE_REGISTRY
+        with terratorch_imports():
+            from terratorch.models.decoders.unet_decoder import UNetDecoder
+            from terratorch.models.heads.segmentation_head import SegmentationHead
+            from terratorch.models.necks import LearnedInterpolateToPyramidal, ReshapeTokensToImage, SelectIndices
+            from terratorch.models.utils import TemporalWrapper
+            from terratorch.registry import BACKBONE_REGISTRY
 
         self.config = config
         self.modalities: tuple[str, ...] = config.modality_names

@@ -31,7 +31,8 @@ DEFAULT_CHECKPOINT = "terramind-nyc/terramind-nyc-multihead-base"
 
 Provider = Literal["planetary-computer", "stac-api", "local"]
 Signer = Literal["planetary-computer", "none"]
-Backend = Literal["auto", "torch", "onnx"]
+Backend = Literal["auto", "torch", "onnx", "openvino"]
+Precision = Literal["fp32", "bf16", "auto"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -81,11 +82,21 @@ class Settings:
     # --- model -------------------------------------------------------------------------
     checkpoint: str = _f(DEFAULT_CHECKPOINT, "Checkpoint: a local artifact directory or a Hugging Face repo id.")
     checkpoint_revision: str | None = _f(None, "Hugging Face revision (tag, branch or commit) to pin.")
-    backend: Backend = _f("auto", "Inference backend: `auto` (ONNX when the artifact has it), `torch`, `onnx`.")
+    backend: Backend = _f(
+        "auto",
+        "Inference backend: `auto` (OpenVINO on a bf16 CPU, else ONNX Runtime, when the artifact has an ONNX "
+        "export; else torch), `torch`, `onnx` (ONNX Runtime), `openvino`.",
+    )
     device: Device = _f("auto", "Torch device: `auto`, `cpu`, `cuda` (ROCm builds report as cuda).")
     onnx_providers: tuple[str, ...] = _f(
         ("MIGraphXExecutionProvider", "ROCMExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
         "ONNX Runtime execution providers in priority order (filtered to those installed).",
+    )
+    precision: Precision = _f(
+        "auto",
+        "Numeric precision of the network: `fp32` (IEEE float32), `bf16` (bfloat16 where the hardware and "
+        "backend support it, else fp32 with a warning) or `auto` (bf16 on GPUs with bf16 and on CPUs with "
+        "AMX-BF16 / AVX512-BF16, else fp32).",
     )
     threads: int | None = _f(None, "Intra-op threads for torch / ONNX Runtime (None: library default).")
     tile_overlap_px: int = _f(32, "Overlap in pixels between neighbouring 224 tiles of a tiled pass.")

@@ -83,7 +83,7 @@ class FakeRuntime:
         return {"lulc_classes": CLASSES, "lulc_colors": ("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
                 "building_threshold": 0.5, "s2_bands": BANDS, "modalities": ("S2L2A", "S1RTC", "DEM"),
                 "checkpoint": {"id": "fake", "name": "fake-two-head", "version": "0", "sha256": "ab" * 32},
-                "backend": "fake", "device": "cpu"}
+                "backend": "fake", "device": "cpu", "precision": "fp32"}
 
     def predict(self, arrays, masks=None):
         with self.lock:

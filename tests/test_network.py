@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from terramind_nyc.artifact import HeadSpec, ModalitySpec, ModelConfig
+from terramind_nyc.compat import terratorch_imports
 from terramind_nyc.errors import InvalidInputError
 from terramind_nyc.network import MultiHeadTerraMind, build_network
 from terramind_nyc.testing.model import make_tiny_network, tiny_config
@@ -33,7 +34,8 @@ def test_two_heads_give_logits_at_input_resolution(net):
 
 def test_each_head_is_the_computation_of_a_terratorch_single_head_model(net):
     """One head's path equals an EncoderDecoderFactory model holding the same weights."""
-    from terratorch.models import EncoderDecoderFactory
+    with terratorch_imports():
+        from terratorch.models import EncoderDecoderFactory
 
     cfg = net.config
     sd = net.state_dict()
@@ -103,7 +105,8 @@ def test_a_third_head_is_added_by_config_alone():
 
 
 def test_temporal_input_goes_through_terratorchs_temporal_wrapper():
-    from terratorch.models.utils import TemporalWrapper
+    with terratorch_imports():
+        from terratorch.models.utils import TemporalWrapper
 
     cfg = tiny_config(timesteps=3)
     net = build_network(cfg).eval()

@@ -15,6 +15,7 @@ from fakes import assert_threads_agree, raw
 
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import WEIGHTS_FILE
+from terramind_nyc.compat import terratorch_imports
 from terramind_nyc.errors import (
     BackendError,
     CheckpointError,
@@ -64,7 +65,8 @@ def standardised(h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def terratorch_probabilities(net, x: dict[str, np.ndarray], **kw) -> dict[str, np.ndarray]:
     """terratorch's tiled_inference over both heads at once (logits concatenated), then softmax."""
-    from terratorch.tasks.tiled_inference import tiled_inference
+    with terratorch_imports():
+        from terratorch.tasks.tiled_inference import tiled_inference
 
     heads = net.config.heads
     bounds = np.cumsum([0] + [len(h.classes) for h in heads])
@@ -108,7 +110,8 @@ def test_strip_windows_use_one_row_of_tiles(net, runtime, h, w):
     almost identical tile row (and fails when that side is shorter than the tile); the runtime
     uses one row, blended along the long side with terratorch's ramp. Checked against a direct
     computation with terratorch's blend mask."""
-    from terratorch.tasks.tiled_inference import get_blend_mask
+    with terratorch_imports():
+        from terratorch.tasks.tiled_inference import get_blend_mask
 
     x = standardised(h, w, seed=3)
     ours = runtime.predict_standardised(x)

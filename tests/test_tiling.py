@@ -39,10 +39,10 @@ def test_small_sides_are_padded_up_to_a_tile(h, w, n):
 
 def test_blend_mask_matches_terratorch():
     pytest.importorskip("torch")
-    from terramind_nyc._compat import ensure_torchvision_importable
+    from terramind_nyc.compat import terratorch_imports
 
-    ensure_torchvision_importable()
-    from terratorch.tasks.tiled_inference import get_blend_mask
+    with terratorch_imports():
+        from terratorch.tasks.tiled_inference import get_blend_mask
 
     for stride, delta in ((192, 8), (160, 16), (224, 0), (200, 4)):
         ours = blend_mask(224, stride, delta)

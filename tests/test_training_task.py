@@ -200,7 +200,10 @@ def test_every_head_parameter_is_in_the_optimizer(dataset: Path, tmp_path: Path,
     """The pitfalls of the client's earlier draft: heads made after the optimizer (never trained) and a
     pyramid faked by interpolation. The optimizer Lightning actually steps must hold every parameter of
     every head, decoder and the learned pyramid."""
-    from terratorch.models.necks import LearnedInterpolateToPyramidal
+    from terramind_nyc.compat import terratorch_imports
+
+    with terratorch_imports():
+        from terratorch.models.necks import LearnedInterpolateToPyramidal
 
     task = TerraMindTask(**TINY, heads=heads)
     net = task.network

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from terramind_nyc._compat import ensure_torchvision_importable
+from terramind_nyc.compat import ensure_torchvision_importable
 
 from .errors import DatasetError, TrainingConfigError
 from .labels import IGNORE_INDEX, check_mask

@@ -22,7 +22,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from terramind_nyc._compat import ensure_torchvision_importable
+from terramind_nyc.compat import ensure_torchvision_importable
 
 from . import modelconfig
 from .errors import TrainingConfigError

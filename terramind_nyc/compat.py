@@ -1,4 +1,16 @@
-"""Import shims for heavy optional dependencies.
+"""Import shims for heavy optional dependencies: torchvision on a CPU torch, and terratorch.
+
+Import terratorch only through :func:`terratorch_imports` (or :func:`import_terratorch`)::
+
+    with terratorch_imports():
+        from terratorch.registry import BACKBONE_REGISTRY
+
+It makes torchvision importable (below) and puts the caller's fp32 matmul precision back after
+the import: terratorch 1.2.11 sets ``torch.set_float32_matmul_precision("medium")`` for the
+whole process when its backbone registry loads, which on CPUs with bf16 units turns every fp32
+matmul into a bf16 one (see :mod:`terramind_nyc.precision`).
+
+torchvision:
 
 Why this exists: the package registry ships torchvision only as a CUDA build. Beside a CPU-only
 torch wheel its C extension (``torchvision/_C.so``) cannot load because it links against
@@ -15,11 +27,17 @@ already imported, it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
+
+from .precision import keep_matmul_precision
+
+__all__ = ["ensure_torchvision_importable", "import_terratorch", "terratorch_imports"]
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -81,9 +99,20 @@ def ensure_torchvision_importable() -> bool:
         return True
 
 
-def import_terratorch():  # type: ignore[no-untyped-def]
-    """Import terratorch after :func:`ensure_torchvision_importable`; return the module."""
+@contextlib.contextmanager
+def terratorch_imports() -> Iterator[None]:
+    """The block imports terratorch (or a part of it): torchvision is made importable first, and
+    the caller's fp32 matmul precision is back afterwards, whatever terratorch set."""
     ensure_torchvision_importable()
-    import terratorch
+    with keep_matmul_precision():
+        import terratorch  # noqa: F401 - the package __init__ is what changes the precision
+
+        yield
+
+
+def import_terratorch():  # type: ignore[no-untyped-def]
+    """The terratorch module, imported through :func:`terratorch_imports`."""
+    with terratorch_imports():
+        import terratorch
 
     return terratorch
