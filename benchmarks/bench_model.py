@@ -14,15 +14,23 @@ Figures:
 - two_single_s: two single-head models back to back, each built the way terratorch's
   EncoderDecoderFactory builds one head (same encoder size, neck, decoder), same input.
 - two_head_ratio: two_head_s / two_single_s (target <= 0.55 for base).
+- These three run at fp32 with IEEE matmuls (``torch_numerics("fp32", "cpu")``, whatever
+  torch's process-wide matmul precision is). two_head_bf16_s / two_single_bf16_s /
+  two_head_ratio_bf16: the same two passes and their ratio in bf16
+  (``torch_numerics("bf16", "cpu")``: autocast to bfloat16), timed in the same interleaved
+  loop. bf16_native says whether the CPU has bf16 units (AMX-BF16 / AVX512-BF16, from
+  ``/proc/cpuinfo``); without them bf16 is emulated (slower than fp32) and the table says so
+  (bf16_mode). bf16_speedup = two_head_s / two_head_bf16_s.
 - tiler_s / terratorch_tiler_s: a --window x --window window through the two-head network to
   per-head probabilities with the project's tiler and with terratorch's tiled_inference
   (crop 224, stride 192, delta 8, the same batch size); tiler_ratio their ratio (target <= 1);
   tiler_max_abs_diff the largest probability difference (target <= 1e-5). Both run the same
-  network on the same tiles, so the network's run-to-run variation (a few per cent) dominates
-  the ratio; tiler_overhead_s / terratorch_tiler_overhead_s give each tiler's own time
+  network on the same tiles (both at IEEE fp32), so the network's run-to-run variation (a few
+  per cent) dominates the ratio; tiler_overhead_s / terratorch_tiler_overhead_s give each tiler's own time
   (everything outside the network: padding, cutting, blending, softmax), mean per call.
 - peak_rss_gb: peak resident memory (GB = 1e9 bytes) of a fresh process that loads the base
-  two-head artifact with the torch runtime and runs one 224x224 pass (target <= 1.4).
+  two-head artifact with the torch runtime (``precision="fp32"``) and runs one 224x224 pass
+  (target <= 1.4).
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ import sys, time
 import numpy as np
 from terramind_nyc.runtime import load_runtime
 t = time.perf_counter()
-rt = load_runtime(sys.argv[1], device="cpu", threads=int(sys.argv[2]))
+rt = load_runtime(sys.argv[1], backend="torch", device="cpu", precision="fp32", threads=int(sys.argv[2]))
 load_s = time.perf_counter() - t
 rng = np.random.default_rng(0)
 x = {"S2L2A": rng.integers(0, 6000, (12, 224, 224)).astype(np.uint16),
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from terramind_nyc.artifact import ModelConfig, save_artifact
     from terramind_nyc.network import build_network
+    from terramind_nyc.precision import cpu_bf16_flags, torch_numerics
     from terramind_nyc.runtime import TorchRuntime
 
     torch.set_num_threads(args.threads)
@@ -122,20 +131,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     g = torch.Generator().manual_seed(1)
     x224 = {m.name: torch.randn(1, len(m.bands), 224, 224, generator=g) for m in cfg.modalities}
 
-    def run_two_head() -> None:
-        with torch.inference_mode():
-            two_head(x224)
+    def run_two_head(precision: str) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode(), torch_numerics(precision, "cpu"):
+                two_head(x224)
+        return run
 
     def run_plain() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_numerics("fp32", "cpu"):
             plain(x224)
 
-    def run_singles() -> None:
-        with torch.inference_mode():
-            for s in singles:
-                s(x224)
+    def run_singles(precision: str) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode(), torch_numerics(precision, "cpu"):
+                for s in singles:
+                    s(x224)
+        return run
 
-    model_t = _median_interleaved({"two_head": run_two_head, "two_single": run_singles, "plain": run_plain},
+    bf16_flags = cpu_bf16_flags()
+    bf16_mode = (f"native ({', '.join(bf16_flags)})" if bf16_flags
+                 else "emulated (the CPU has no AMX-BF16 / AVX512-BF16 units)")
+    model_t = _median_interleaved({"two_head": run_two_head("fp32"), "two_single": run_singles("fp32"),
+                                   "plain": run_plain, "two_head_bf16": run_two_head("bf16"),
+                                   "two_single_bf16": run_singles("bf16")},
                                   args.repeats, args.warmup)
     singles.clear()
 
@@ -172,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["ours"] = runtime.predict_standardised(xw)
 
     def theirs() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_numerics("fp32", "cpu"):
             logits = tiled_inference(their_model,
                                      {m: torch.from_numpy(a)[None] for m, a in xw.items()},
                                      crop=224, stride=192, delta=8, batch_size=args.tile_batch)[0]
@@ -218,6 +236,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "two_head_s": round(model_t["two_head"], 4),
         "two_single_s": round(model_t["two_single"], 4),
         "two_head_ratio": round(model_t["two_head"] / model_t["two_single"], 4),
+        "two_head_precision": "fp32 (IEEE matmuls)",
+        "two_head_bf16_s": round(model_t["two_head_bf16"], 4),
+        "two_single_bf16_s": round(model_t["two_single_bf16"], 4),
+        "two_head_ratio_bf16": round(model_t["two_head_bf16"] / model_t["two_single_bf16"], 4),
+        "bf16_speedup": round(model_t["two_head"] / model_t["two_head_bf16"], 4),
+        "bf16_native": bool(bf16_flags),
+        "bf16_mode": bf16_mode,
         "tiler_s": round(tiler_t["ours"], 4),
         "terratorch_tiler_s": round(tiler_t["theirs"], 4),
         "tiler_ratio": round(tiler_t["ours"] / tiler_t["theirs"], 4),
@@ -232,11 +257,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"encoder {encoder}, 3 modalities, {args.threads} threads, median of {args.repeats} after "
           f"{args.warmup} warm-up, torch {torch.__version__}")
     rows = [
-        ("two-head pass (224)", f"{result['two_head_s']:.3f} s", ""),
-        ("two single-head models (224)", f"{result['two_single_s']:.3f} s", ""),
-        ("  two-head pass, default layout", f"{model_t['plain']:.3f} s",
+        ("two-head pass (224), fp32", f"{result['two_head_s']:.3f} s", "IEEE fp32 matmuls"),
+        ("two single-head models (224), fp32", f"{result['two_single_s']:.3f} s", ""),
+        ("  two-head pass, default layout, fp32", f"{model_t['plain']:.3f} s",
          f"ratio {model_t['plain'] / model_t['two_single']:.3f} without channels-last"),
-        ("two-head / two single", f"{result['two_head_ratio']:.3f}", "target <= 0.55 (base)"),
+        ("two-head / two single, fp32", f"{result['two_head_ratio']:.3f}", "target <= 0.55 (base)"),
+        ("two-head pass (224), bf16", f"{result['two_head_bf16_s']:.3f} s",
+         f"bf16 {bf16_mode}; {result['bf16_speedup']:.2f}x fp32"),
+        ("two single-head models (224), bf16", f"{result['two_single_bf16_s']:.3f} s", ""),
+        ("two-head / two single, bf16", f"{result['two_head_ratio_bf16']:.3f}",
+         "bf16 " + ("native" if bf16_flags else "EMULATED")),
         (f"project tiler ({w}x{w}, {n_tiles} tiles)", f"{result['tiler_s']:.3f} s", ""),
         (f"terratorch tiled_inference ({w}x{w})", f"{result['terratorch_tiler_s']:.3f} s", ""),
         ("project / terratorch", f"{result['tiler_ratio']:.3f}", "target <= 1.0"),

@@ -35,7 +35,8 @@ def _result_lines(r: Any) -> list[str]:
         "land cover: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.lulc_fractions.items()),
         f"dominant: {r.dominant_class} (confidence {r.confidence:.2f}); nodata {100 * r.nodata_fraction:.1f}%",
         f"S2 {', '.join(s2.get('item_ids') or [])} ({(s2.get('datetimes') or ['?'])[0]})",
-        f"model {r.provenance.checkpoint.get('id')} via {r.provenance.backend}/{r.provenance.device}"
+        f"model {r.provenance.checkpoint.get('id')} via {r.provenance.backend}/{r.provenance.device} "
+        f"({r.provenance.precision})"
         f"  in {r.timings.get('total', 0):.2f} s",
     ] + [f"warning: {w}" for w in r.warnings]
 
@@ -46,9 +47,13 @@ def _result_lines(r: Any) -> list[str]:
 @click.option("-q", "--quiet", is_flag=True,
               help="Errors only: no log lines, no library warnings, no progress bars.")
 @click.option("--checkpoint", default=None, help="Checkpoint: local artifact directory or Hugging Face repo id.")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default=None, help="Inference backend.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx", "openvino"]), default=None,
+              help="Inference backend.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+              help="Numeric precision of the network (auto: bf16 where the hardware has it).")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, checkpoint: str | None, backend: str | None) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, checkpoint: str | None, backend: str | None,
+        precision: str | None) -> None:
     """Building density and land-cover fractions for New York City points."""
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other; pass one of them")
@@ -66,6 +71,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, checkpoint: str | None, b
         overrides["checkpoint"] = checkpoint
     if backend:
         overrides["backend"] = backend
+    if precision:
+        overrides["precision"] = precision
     ctx.obj = {"settings": Settings.from_env(**overrides), "quiet": quiet}
 
 
@@ -81,12 +88,17 @@ def info(ctx: click.Context, as_json: bool) -> None:
     for name, b in data["backends"].items():
         state = "available" if b["available"] else "not installed"
         extra = f" ({b['detail']})" if b.get("detail") else ""
-        lines.append(f"  {name:6s} {state}{extra}")
+        lines.append(f"  {name:8s} {state}{extra}")
     ck = data["checkpoint"]
     rev = f"@{ck['revision']}" if ck.get("revision") else ""
     lines.append(f"checkpoint: {ck['id']}{rev}")
     lines.append(f"  reachable: {'yes' if ck['reachable'] else 'no'} ({ck['detail']})")
     lines.append(f"catalog: {data['catalog']}")
+    p = data["precision"]
+    lines.append(f"precision: {p['setting']} (CPU {p['cpu']}; bf16 flags: {', '.join(p['cpu_bf16_flags']) or 'none'})")
+    for name, ran in p["runs"].items():
+        lines.append(f"  {name:15s} runs {ran}")
+    lines.append(f"backend: {data['backend_setting']} (auto order: {data['auto_backend_order']})")
     _emit(data, as_json, lines)
 
 
@@ -172,7 +184,8 @@ def selfcheck(ctx: click.Context, ck: str | None, outdir: str | None, as_json: b
             mark = "PASS" if c.ok else "FAIL"
             click.echo(f"[{mark}] {c.name} ({c.seconds:.2f} s): {c.detail}")
 
-    rep = run_selfcheck(checkpoint=ck, backend=settings.backend, outdir=outdir, progress=show)
+    rep = run_selfcheck(checkpoint=ck, backend=settings.backend, precision=settings.precision, outdir=outdir,
+                        progress=show)
     if as_json:
         click.echo(json.dumps({"ok": rep.ok, "random_weights": rep.random_weights, "outputs": rep.outputs,
                                "checks": [c.__dict__ for c in rep.checks],

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .precision import choose_precision, cpu_bf16_flags, cpu_model
 from .settings import Settings
 
-__all__ = ["environment_info", "backend_availability", "checkpoint_status"]
+__all__ = ["backend_availability", "checkpoint_status", "environment_info", "precision_status"]
 
 
 def _version(dist: str) -> str | None:
@@ -38,7 +39,40 @@ def backend_availability() -> dict[str, dict[str, Any]]:
 
         detail = f"onnxruntime {ort.__version__}; providers {', '.join(ort.get_available_providers())}"
     out["onnx"] = {"available": ort_ok, "detail": detail}
+    ov_ok = importlib.util.find_spec("openvino") is not None
+    detail = "pip install 'terramind-nyc[openvino]'"
+    if ov_ok:
+        try:
+            caps = _openvino_capabilities()
+            detail = f"openvino {_version('openvino')}; devices " + ", ".join(
+                f"{d} ({'bf16' if 'BF16' in c else 'no bf16'})" for d, c in caps.items())
+        except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
+            ov_ok, detail = False, f"openvino does not start ({type(exc).__name__}: {exc})"
+    out["openvino"] = {"available": ov_ok, "detail": detail}
     return out
+
+
+def _openvino_capabilities() -> dict[str, list[str]]:
+    import openvino as ov  # torch-free and light; safe here
+
+    core = ov.Core()
+    return {d: [str(c) for c in core.get_property(d, "OPTIMIZATION_CAPABILITIES")] for d in core.available_devices}
+
+
+def precision_status(settings: Settings, backends: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The ``precision`` setting, this CPU's bf16 flags, and what each installed backend would run
+    on the CPU (without loading a model)."""
+    flags = cpu_bf16_flags()
+    backends = backend_availability() if backends is None else backends
+    runs: dict[str, str] = {}
+    if backends["torch"]["available"]:
+        runs["torch (cpu)"] = choose_precision(settings.precision, bf16_supported=bool(flags))
+    if backends["onnx"]["available"]:
+        runs["onnx"] = "fp32"  # ONNX Runtime has no bf16 mode for float32 graphs
+    if backends["openvino"]["available"]:
+        cpu_caps = _openvino_capabilities().get("CPU", [])
+        runs["openvino (CPU)"] = choose_precision(settings.precision, bf16_supported="BF16" in cpu_caps)
+    return {"setting": settings.precision, "cpu": cpu_model(), "cpu_bf16_flags": list(flags), "runs": runs}
 
 
 def checkpoint_status(settings: Settings, *, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -90,11 +124,16 @@ def _looks_like_repo_id(s: str) -> bool:
 def environment_info(settings: Settings) -> dict[str, Any]:
     """Everything ``terramind-nyc info`` prints, as a JSON-safe dict."""
     catalog = settings.catalog_path if settings.catalog_provider == "local" else settings.catalog_url
+    from .runtime import AUTO_ORDER_DOC
+
+    backends = backend_availability()
     return {
         "version": __version__,
-        "backends": backend_availability(),
+        "backends": backends,
+        "precision": precision_status(settings, backends),
         "checkpoint": checkpoint_status(settings),
         "catalog": f"{settings.catalog_provider}: {catalog}",
         "backend_setting": settings.backend,
         "device_setting": settings.device,
+        "auto_backend_order": AUTO_ORDER_DOC,
     }

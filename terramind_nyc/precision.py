@@ -46,8 +46,11 @@ __all__ = [
     "PRECISIONS",
     "PrecisionChoice",
     "PrecisionLike",
+    "choose_precision",
     "cpu_bf16_flags",
     "cpu_has_bf16",
+    "cpu_model",
+    "fp32_matmul_precision",
     "keep_matmul_precision",
     "resolve_precision",
     "torch_numerics",
@@ -108,11 +111,32 @@ def cpu_has_bf16(flags: Iterable[str] | None = None) -> bool:
     return bool(cpu_bf16_flags(flags))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 # ----------------------------------------------------------------------------------------
 # Policy
 # ----------------------------------------------------------------------------------------
 _warned: set[tuple[str, str]] = set()
 _warn_lock = threading.Lock()
+
+
+def choose_precision(requested: str, *, bf16_supported: bool) -> str:
+    """``fp32`` or ``bf16``: what ``requested`` runs where bf16 is (or is not) supported; no warning."""
+    if requested not in PRECISIONS:
+        raise SettingsError(f"precision must be one of {list(PRECISIONS)}, got {requested!r}")
+    return "bf16" if requested != "fp32" and bf16_supported else "fp32"
 
 
 def resolve_precision(requested: str, *, bf16_supported: bool, where: str, why_not: str = "") -> PrecisionChoice:
@@ -127,12 +151,11 @@ def resolve_precision(requested: str, *, bf16_supported: bool, where: str, why_n
     ``bf16`` where it is not supported warns once per (where, reason) with a
     :class:`~terramind_nyc.errors.PrecisionFallbackWarning` and runs fp32.
     """
-    if requested not in PRECISIONS:
-        raise SettingsError(f"precision must be one of {list(PRECISIONS)}, got {requested!r}")
+    used = choose_precision(requested, bf16_supported=bf16_supported)
     no = why_not or "no bf16 units found"
     if requested == "fp32":
         return PrecisionChoice("fp32", "fp32", "fp32 requested")
-    if bf16_supported:
+    if used == "bf16":
         return PrecisionChoice(requested, "bf16", f"{where} runs bf16 natively"
                                + (" (auto)" if requested == "auto" else ""))
     if requested == "auto":
@@ -191,6 +214,17 @@ class _MatmulState:
         else:
             for b, _ in self.per_backend:
                 b.fp32_precision = "ieee"
+
+
+def fp32_matmul_precision() -> str:
+    """torch's fp32 matmul precision in words: ``highest`` (IEEE), ``high``, ``medium`` (bf16 on
+    CPUs with bf16 units), or the per-backend values when the caller set those."""
+    import torch
+
+    state = _MatmulState(torch)
+    if state.legacy is not None:
+        return state.legacy
+    return ", ".join(f"{type(b).__module__.split('.')[-1]}={v}" for b, v in state.per_backend)
 
 
 @contextlib.contextmanager

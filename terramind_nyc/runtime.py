@@ -469,12 +469,13 @@ class OnnxGraphRuntime(Runtime):
         """The backend's runnable form of the graph at ``path`` (checked with :meth:`check_graph_io`)."""
         raise NotImplementedError
 
-    def check_graph_io(self, name: str, modalities: tuple[str, ...], inputs: Mapping[str, tuple[bool, list[Any]]],
-                       outputs: Mapping[str, list[Any]]) -> None:
+    def check_graph_io(self, name: str, modalities: tuple[str, ...],
+                       inputs: Mapping[str, tuple[bool, str, list[Any]]], outputs: Mapping[str, list[Any]]) -> None:
         """A graph's inputs and outputs against config.json (names, bands, tile size, classes).
 
-        ``inputs``: name -> (element type is float32, shape); ``outputs``: name -> shape. A
-        dimension is an int when fixed, anything else (a name, None) when dynamic.
+        ``inputs``: name -> (element type is float32, the backend's name of the type, shape);
+        ``outputs``: name -> shape. A dimension is an int when fixed, anything else (a name,
+        None) when dynamic.
         """
         c = self.config
         fix = f"the ONNX export does not match config.json: re-run `terramind-nyc export-onnx {self.files.source}`"
@@ -485,12 +486,12 @@ class OnnxGraphRuntime(Runtime):
         for m in modalities:
             spec = c.modality(m)
             want: list[Any] = ["batch", len(spec.bands), *([c.timesteps] if c.timesteps > 1 else []), t, t]
-            is_float, got = inputs[m]
+            is_float, type_name, got = inputs[m]
             ok = (is_float and len(got) == len(want) and not isinstance(got[0], int)
                   and all(g == w for g, w in zip(got[1:], want[1:])))
             if not ok:
                 raise CheckpointError(
-                    f"{self._label}: {name} input {m} is {'float' if is_float else 'not float32'} {got}, config.json "
+                    f"{self._label}: {name} input {m} is {type_name} {got}, config.json "
                     f"describes float {want} ({len(spec.bands)} bands: {', '.join(spec.bands)}; tile {t} px; "
                     f"dynamic batch); {fix}"
                 )
@@ -637,7 +638,7 @@ class OnnxRuntime(OnnxGraphRuntime):
                            f"ONNX Runtime execution provider {self._providers[0]} is installed but did not start "
                            f"(missing GPU libraries or device?); running on {running[0]}")
         self.check_graph_io(path.name, modalities,
-                            {i.name: (i.type == "tensor(float)", list(i.shape)) for i in sess.get_inputs()},
+                            {i.name: (i.type == "tensor(float)", i.type, list(i.shape)) for i in sess.get_inputs()},
                             {o.name: list(o.shape) for o in sess.get_outputs()})
         log.info("ONNX Runtime session for %s (%s) on %s in %.2f s", "+".join(modalities), path.name, running[0],
                  time.perf_counter() - t0)
@@ -689,9 +690,11 @@ def _openvino_installed() -> bool:
 
 #: The backends ``backend=auto`` tries for an artifact with an ONNX export, in order, and why.
 AUTO_ORDER_DOC = (
-    "openvino: installed, the CPU has AMX-BF16 / AVX512-BF16 units, precision auto or bf16, device auto or cpu, "
-    "and onnxruntime offers no GPU provider (its bf16 mode is the fastest CPU path); onnx: onnxruntime installed (torch-free, faster than torch fp32 "
-    "and ~5x quicker to start); torch: otherwise, and for artifacts without an ONNX export"
+    "1. openvino, when it is installed, the CPU has AMX-BF16 / AVX512-BF16 units, precision is auto or bf16, "
+    "device is auto or cpu and onnxruntime offers no GPU provider (its bf16 mode is the fastest CPU path); "
+    "2. onnx, when onnxruntime is installed (torch-free, faster than torch fp32, several times quicker to start); "
+    "3. torch; 4. openvino in fp32 when neither onnxruntime nor torch is installed. Artifacts without an ONNX "
+    "export always run on torch"
 )
 
 
@@ -735,6 +738,8 @@ def load_runtime(
 
         if has_onnx_export(checkpoint, revision=revision):
             choice = _auto_graph_backend(precision, device)
+            if choice is None and not _torch_available() and _openvino_installed():
+                choice = "openvino"  # no onnxruntime, no torch: OpenVINO serves the export in any precision
             if choice is not None:
                 return _load_onnx_graphs(choice, checkpoint, revision=revision, providers=providers, **common)
             if not _torch_available():

@@ -143,8 +143,8 @@ class OpenVinoRuntime(OnnxGraphRuntime):
             ) from None
         self.check_graph_io(
             path.name, modalities,
-            {i.get_any_name(): (i.get_element_type() == self._ov.Type.f32, _dims(i.get_partial_shape()))
-             for i in model.inputs},
+            {i.get_any_name(): (i.get_element_type() == self._ov.Type.f32, str(i.get_element_type().get_type_name()),
+                                _dims(i.get_partial_shape())) for i in model.inputs},
             {o.get_any_name(): _dims(o.get_partial_shape()) for o in model.outputs})
         try:
             compiled = core.compile_model(model, self.ov_device, config)

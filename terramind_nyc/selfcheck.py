@@ -69,6 +69,7 @@ def run_selfcheck(
     *,
     checkpoint: str | None = None,
     backend: str = "auto",
+    precision: str = "auto",
     workdir: str | Path | None = None,
     outdir: str | Path | None = None,
     progress: Callable[[Check], None] | None = None,
@@ -133,7 +134,8 @@ def run_selfcheck(
 
             if not step("checkpoint", build_model):
                 return report()
-            settings: Settings = cat.settings(checkpoint=state["ck"], backend=backend, cache_enabled=True)
+            settings: Settings = cat.settings(checkpoint=state["ck"], backend=backend, precision=precision,
+                                              cache_enabled=True)
             clear_caches()
 
             def scenario(name: str, expect_missing: tuple[str, ...] = ()) -> Callable[[], str]:
@@ -156,7 +158,8 @@ def run_selfcheck(
                     json.dumps(r.to_dict(), allow_nan=False)
                     state.setdefault("result", r)
                     return (f"S2 {','.join(s2['item_ids'])}; buildings {100 * r.building_density:.1f}%, "
-                            f"dominant {r.dominant_class}; {r.timings['total']:.2f} s")
+                            f"dominant {r.dominant_class}; {r.provenance.backend} {r.provenance.precision}; "
+                            f"{r.timings['total']:.2f} s")
                 return run
 
             step("fetch: newest clear scene", scenario("clear"))

@@ -27,6 +27,15 @@ def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _built["tiny"]
 
 
+def reference_runtime(path: Path):  # -> TorchRuntime (torch is imported only when called)
+    """torch on the CPU in IEEE fp32 over ``path``: the reference of every backend parity test."""
+    from terramind_nyc.runtime import TorchRuntime, load_runtime
+
+    rt = load_runtime(str(path), backend="torch", device="cpu", precision="fp32")
+    assert isinstance(rt, TorchRuntime) and rt.precision.used == "fp32"
+    return rt
+
+
 def copy_artifact(src: Path, dest: Path) -> Path:
     """A copy of an artifact directory (to damage without touching the shared one)."""
     shutil.copytree(src, dest)

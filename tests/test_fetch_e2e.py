@@ -188,3 +188,22 @@ def test_fetch_many_without_sharing_is_exactly_fetch(world):
         assert it.ok and it.result.grid == single.grid
         assert it.result.building_density == single.building_density
         assert it.result.lulc_fractions == single.lulc_fractions
+
+
+def test_provenance_names_the_precision_that_ran(world, monkeypatch):
+    from terramind_nyc import precision as precision_mod
+    from terramind_nyc.errors import PrecisionFallbackWarning
+
+    cat, ck = world
+    lat, lon = cat.points["clear"]
+    precision_mod._warned.clear()
+    monkeypatch.setattr(runtime_mod, "cpu_bf16_flags", lambda: ())  # a CPU without bf16 units
+    with pytest.warns(PrecisionFallbackWarning, match="no bf16 support"):
+        r = fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(ck), precision="bf16"))
+    assert r.provenance.precision == "fp32" and r.to_dict()["provenance"]["precision"] == "fp32"
+    monkeypatch.setattr(runtime_mod, "cpu_bf16_flags", lambda: ("amx_bf16",))  # one with them
+    runtime_mod.clear_runtimes()
+    r2 = fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(ck), precision="bf16"))
+    assert r2.provenance.precision == "bf16" and not r2.cached  # results of each precision are cached apart
+    assert r2.provenance.backend == "torch"
+    precision_mod._warned.clear()

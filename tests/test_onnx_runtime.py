@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from fakes import assert_threads_agree, raw
-from onnx_artifacts import copy_artifact, exported_tiny
+from onnx_artifacts import copy_artifact, exported_tiny, reference_runtime
 
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, has_onnx_export, locate_onnx, weights_sha256
@@ -44,9 +44,7 @@ def ort_rt(exported: Path) -> OnnxRuntime:
 
 @pytest.fixture(scope="module")
 def torch_rt(exported: Path) -> TorchRuntime:
-    rt = load_runtime(str(exported), backend="torch", device="cpu")
-    assert isinstance(rt, TorchRuntime)
-    return rt
+    return reference_runtime(exported)
 
 
 @pytest.fixture(autouse=True)
@@ -118,14 +116,15 @@ def test_a_subset_without_a_graph_is_named(ort_rt):
 # sessions, threads, backend choice
 # ----------------------------------------------------------------------------------------
 def test_get_runtime_auto_prefers_onnx_and_shares_sessions(exported):
-    s = Settings(checkpoint=str(exported), threads=1)
+    s = Settings(checkpoint=str(exported), threads=1, precision="fp32")  # fp32: OpenVINO is only auto's bf16 pick
     a = get_runtime(s)
     assert isinstance(a, OnnxRuntime) and get_runtime(s) is a
     b = get_runtime(s.replace(tile_overlap_px=64, tile_batch=2))
-    assert b is not a and b._sessions is a._sessions and b.tile_overlap == 64
+    assert b is not a and b.tile_overlap == 64
+    assert b.compiled_subsets() == a.compiled_subsets() == [("S2L2A", "S1RTC", "DEM")]
     a.predict({"S2L2A": raw(64, 64)["S2L2A"]})  # a second session, shared as well
-    assert ("S2L2A",) in b._sessions
-    sess = a._sessions[("S2L2A", "S1RTC", "DEM")]
+    assert ("S2L2A",) in b.compiled_subsets() and b.session(("S2L2A",)) is a.session(("S2L2A",))
+    sess = a.session(("S2L2A", "S1RTC", "DEM"))
     assert sess.get_session_options().intra_op_num_threads == 1 and a.model_info()["threads"] == 1
 
 
@@ -151,12 +150,14 @@ def test_backend_onnx_without_an_export_names_export_onnx(tmp_path):
 
 def test_onnxruntime_missing_with_auto_falls_back_to_torch(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
-    rt = load_runtime(str(exported), backend="auto", device="cpu")
+    rt = load_runtime(str(exported), backend="auto", device="cpu", precision="fp32")
     assert isinstance(rt, TorchRuntime) and rt.model_info()["backend"] == "torch"
     with pytest.raises(BackendError, match=r"needs onnxruntime.*terramind-nyc\[onnx\].*never be installed together"):
         load_runtime(str(exported), backend="onnx")
     monkeypatch.setattr(rt_mod, "_torch_available", lambda: False)
-    with pytest.raises(BackendError, match=r"onnxruntime is not usable, and torch is not installed.*\[onnx\]"):
+    monkeypatch.setattr(rt_mod, "_openvino_installed", lambda: False)
+    with pytest.raises(BackendError, match=r"neither onnxruntime nor openvino is usable, and torch is not installed"
+                                           r".*\[onnx\].*\[openvino\]"):
         load_runtime(str(exported), backend="auto")
 
 
@@ -275,7 +276,7 @@ def test_onnx_serving_never_imports_torch(exported):
         "import sys, numpy as np\n"
         "from terramind_nyc.runtime import get_runtime\n"
         "from terramind_nyc.settings import Settings\n"
-        f"rt = get_runtime(Settings(checkpoint={str(exported)!r}))\n"
+        f"rt = get_runtime(Settings(checkpoint={str(exported)!r}, precision='fp32'))\n"
         "p = rt.predict({'S2L2A': np.full((12, 230, 230), 1500, np.uint16)})\n"
         "assert p.probabilities['lulc'].shape == (5, 230, 230)\n"
         "print(rt.model_info()['backend'], [m for m in ('torch', 'torchvision', 'terratorch') if m in sys.modules])\n"

@@ -93,7 +93,8 @@ class SelfcheckResult:
             f"single     lulc mIoU {self.single_lulc_iou:.4f}   buildings IoU {self.single_buildings_iou:.4f}",
             f"gate       {self.gate}",
             f"export     buildings threshold {self.threshold:.2f}; runtime agreement {100 * self.runtime_agreement:.3f} %",
-            f"fits       {self.steps} steps each, {self.jobs} side by side, {self.threads} thread(s) each",
+            (f"fits       {self.steps} steps each, {self.jobs} side by side, {self.threads} thread(s) each, "
+             "CPU precision 32-true (IEEE fp32 matmuls)"),
             "seconds    " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()),
             (f"result     {'PASS' if self.ok else 'FAIL'} (targets: IoU >= {TARGET_IOU}, agreement >= "
              f"{100 * TARGET_AGREEMENT:.1f} %)"),

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from terramind_nyc.compat import ensure_torchvision_importable
+from terramind_nyc.precision import fp32_matmul_precision
 
 from . import modelconfig
 from .errors import TrainingConfigError
@@ -138,6 +139,9 @@ class TerraMindTask(L.LightningModule):
         """(band count per modality, the runtime's standardisation for this config) for the datamodule."""
         return modelconfig.band_counts(self.config), modelconfig.standardiser(self.config)
 
+    def _accelerator_name(self) -> str:
+        return type(self.trainer.accelerator).__name__.replace("Accelerator", "").lower() or "?"
+
     def setup(self, stage: str) -> None:
         precision = str(getattr(self._trainer, "precision", "")) if self._trainer is not None else ""
         if stage == "fit" and precision in FP16_PRECISIONS:
@@ -145,6 +149,9 @@ class TerraMindTask(L.LightningModule):
                 f"trainer.precision {precision!r}: fp16 training diverged to NaN in an earlier run of this model; "
                 "use bf16-mixed (the default), or 32-true on GPUs without bfloat16"
             )
+        if stage == "fit":
+            log.info("training precision: %s on %s (fp32 matmuls: %s)", precision or "?", self._accelerator_name(),
+                     fp32_matmul_precision())
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
             return
