@@ -81,7 +81,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -221,17 +220,6 @@ def _gpu_available() -> tuple[bool, bool, str]:
     return t, o, name
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def _plan_paths() -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
     """(the (backend, precision) paths to run, the skipped ones with their reasons)."""
     from terramind_nyc.precision import cpu_has_bf16
@@ -289,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import numpy as np
 
-    from terramind_nyc.precision import cpu_bf16_flags
+    from terramind_nyc.precision import cpu_bf16_flags, cpu_model
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-backends-")
     workdir = Path(args.workdir) if args.workdir else Path(tmp.name)
@@ -359,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res["ratio"] = res["ort_s"] / res["torch_s"] if op else None
     res["first_result_speedup"] = res["torch_first_result_s"] / res["ort_first_result_s"] if op else None
     res.update({
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_bf16_flags": flags,
         "paths": paths,
         "skipped": skipped,

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--points", type=int, default=50, help="points in the batch (inside a 3 km square)")
     ap.add_argument("--warm-repeats", type=int, default=200)
     ap.add_argument("--checkpoint", default=None, help="artifact to use (default: tiny random weights)")
-    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "openvino"])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
 

@@ -26,8 +26,9 @@ Figures:
   (crop 224, stride 192, delta 8, the same batch size); tiler_ratio their ratio (target <= 1);
   tiler_max_abs_diff the largest probability difference (target <= 1e-5). Both run the same
   network on the same tiles (both at IEEE fp32), so the network's run-to-run variation (a few
-  per cent) dominates the ratio; tiler_overhead_s / terratorch_tiler_overhead_s give each tiler's own time
-  (everything outside the network: padding, cutting, blending, softmax), mean per call.
+  per cent) dominates the ratio; tiler_overhead_s / terratorch_tiler_overhead_s give each
+  tiler's own time (everything outside the network: padding, cutting, blending, softmax), mean
+  per call.
 - peak_rss_gb: peak resident memory (GB = 1e9 bytes) of a fresh process that loads the base
   two-head artifact with the torch runtime (``precision="fp32"``) and runs one 224x224 pass
   (target <= 1.4).
