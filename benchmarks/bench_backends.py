@@ -10,7 +10,7 @@ among its ``OPTIMIZATION_CAPABILITIES``.
 
 Every figure comes from fresh worker processes (``python -c``), one per path per round,
 started alternately (all paths in turn, the order reversed every other round; ``--rounds``
-rounds). A worker loads the artifact with :func:`terramind_nyc.runtime.load_runtime`
+rounds). A worker loads the artifact with :func:`terramind_nyc.backends.load_runtime`
 (``backend``, ``device="cpu"``, ``precision`` given explicitly, ``--threads`` intra-op
 threads), predicts one deterministic 224x224 chip of the three modalities, then times
 ``--repeats`` more predictions after ``--warmup``. The model has random weights (the config of
@@ -95,7 +95,7 @@ t_start = float(sys.argv[1])
 backend, artifact, threads, repeats, warmup, out, device, precision = sys.argv[2:10]
 threads, repeats, warmup = int(threads), int(repeats), int(warmup)
 import numpy as np
-from terramind_nyc.runtime import load_runtime
+from terramind_nyc.backends import load_runtime
 providers = ("CUDAExecutionProvider",) if device == "cuda" and backend == "onnx" else None
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

@@ -53,7 +53,7 @@ import numpy as np
 _RSS_CHILD = r"""
 import sys, time
 import numpy as np
-from terramind_nyc.runtime import load_runtime
+from terramind_nyc.backends import load_runtime
 t = time.perf_counter()
 rt = load_runtime(sys.argv[1], backend="torch", device="cpu", precision="fp32", threads=int(sys.argv[2]))
 load_s = time.perf_counter() - t

@@ -552,7 +552,7 @@ def _warn_missing(chip: Chip) -> None:
 
 
 def _runtime(settings: Settings) -> Any:
-    from .runtime import get_runtime
+    from .backends import get_runtime
 
     rt = get_runtime(settings)
     _check_offset_rule(rt)

@@ -124,7 +124,7 @@ def _looks_like_repo_id(s: str) -> bool:
 def environment_info(settings: Settings) -> dict[str, Any]:
     """Everything ``terramind-nyc info`` prints, as a JSON-safe dict."""
     catalog = settings.catalog_path if settings.catalog_provider == "local" else settings.catalog_url
-    from .runtime import AUTO_ORDER_DOC
+    from .backends import AUTO_ORDER_DOC
 
     backends = backend_availability()
     return {

@@ -1,6 +1,6 @@
 """Inference runtimes: raw modality arrays on a grid in, per-head class probabilities out.
 
-    rt = get_runtime(settings)                     # loads the checkpoint once per process
+    rt = get_runtime(settings)                     # terramind_nyc.backends: loaded once per process
     p = rt.predict({"S2L2A": s2_dn, "S1RTC": s1_db, "DEM": dem_m},
                    masks={"S2L2A": s2_valid, ...})
     p.probabilities["buildings"]                   # float32 (2, H, W) on the input grid
@@ -21,9 +21,8 @@ standardisation and blending are backend-independent; a backend only implements
 - :class:`~terramind_nyc.runtime_openvino.OpenVinoRuntime`: the same ONNX graphs compiled by
   OpenVINO for its CPU (or Intel GPU) device, torch-free as well.
 
-``backend="auto"`` takes, when the artifact has an ONNX export: OpenVINO if it is installed,
-the CPU has bf16 units (AMX-BF16 / AVX512-BF16) and ``precision`` allows bf16 (there it is the
-fastest path by far); else ONNX Runtime if installed; else torch. Without an export: torch.
+Which backend a checkpoint gets, and loading it once per process, is :mod:`terramind_nyc.backends`
+(``load_runtime``, ``get_runtime``).
 
 Precision (:mod:`terramind_nyc.precision`): each runtime resolves the ``precision`` setting for
 its backend and device once, at load (:attr:`Runtime.precision`), and every forward pass runs
@@ -36,7 +35,6 @@ call keeps its own buffers.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 import time
@@ -48,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import precision as precision_policy
 from .artifact import Artifact, ModelConfig, OnnxFiles
 from .errors import (
     BackendError,
@@ -56,7 +55,7 @@ from .errors import (
     ProviderFallbackWarning,
     SettingsError,
 )
-from .precision import PrecisionChoice, cpu_bf16_flags, resolve_precision, torch_numerics
+from .precision import PrecisionChoice, resolve_precision, torch_numerics
 from .settings import Settings
 from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax, tile_geometry
 
@@ -64,17 +63,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .network import MultiHeadTerraMind
 
 __all__ = [
-    "AUTO_ORDER_DOC",
     "ONNX_EXTRAS",
+    "ORT_HINT",
     "OnnxGraphRuntime",
     "OnnxRuntime",
     "Prediction",
     "ProviderFallbackWarning",
     "Runtime",
     "TorchRuntime",
-    "clear_runtimes",
-    "get_runtime",
-    "load_runtime",
+    "gpu_providers_offered",
     "resolve_device",
     "standardise",
     "torch_bf16_support",
@@ -358,7 +355,7 @@ def torch_bf16_support(device: Any) -> dict[str, Any]:
         ok = bool(torch.cuda.is_bf16_supported())
         return {"bf16_supported": ok, "where": f"torch on {torch.cuda.get_device_name(device)}",
                 "why_not": "" if ok else "the GPU does not support bf16"}
-    flags = cpu_bf16_flags()
+    flags = precision_policy.cpu_bf16_flags()
     return {"bf16_supported": bool(flags) and device.type == "cpu", "where": f"torch on {device.type}",
             "why_not": "" if flags else "the CPU flags show neither amx_bf16 nor avx512_bf16"}
 
@@ -382,7 +379,7 @@ _PROVIDER_EXTRA: Mapping[str, str] = {
     "CPUExecutionProvider": "onnx",
 }
 _CPU = "CPUExecutionProvider"
-_ORT_HINT = (
+ORT_HINT = (
     "pip install 'terramind-nyc[onnx]' for CPU, or instead exactly one of 'terramind-nyc[gpu]' (CUDA), "
     "'terramind-nyc[rocm]', 'terramind-nyc[migraphx]' (they all install the one `onnxruntime` module and must "
     "never be installed together; see docs/onnx.md)"
@@ -406,13 +403,18 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise BackendError(f"the ONNX Runtime backend needs onnxruntime ({exc}): {_ORT_HINT}") from None
+        raise BackendError(f"the ONNX Runtime backend needs onnxruntime ({exc}): {ORT_HINT}") from None
     except Exception as exc:  # noqa: BLE001 - e.g. two onnxruntime packages mixed in one folder
         raise BackendError(
             f"onnxruntime is installed but does not import ({type(exc).__name__}: {exc}); two onnxruntime packages "
-            f"installed together break each other: uninstall all of them, then {_ORT_HINT}"
+            f"installed together break each other: uninstall all of them, then {ORT_HINT}"
         ) from None
     return onnxruntime
+
+
+def gpu_providers_offered(ort: Any) -> list[str]:
+    """The GPU execution providers (MIGraphX, ROCm, CUDA, TensorRT) the installed onnxruntime offers."""
+    return [p for p in ort.get_available_providers() if p in _PROVIDER_EXTRA and p != _CPU]
 
 
 def _default_providers() -> tuple[str, ...]:
@@ -678,162 +680,3 @@ def resolve_device(device: str) -> str:
                 raise BackendError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s)")
         return device
     raise BackendError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'")
-
-
-def _torch_available() -> bool:
-    return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("terratorch") is not None
-
-
-def _openvino_installed() -> bool:
-    return importlib.util.find_spec("openvino") is not None
-
-
-#: The backends ``backend=auto`` tries for an artifact with an ONNX export, in order, and why.
-AUTO_ORDER_DOC = (
-    "1. openvino, when it is installed, the CPU has AMX-BF16 / AVX512-BF16 units, precision is auto or bf16, "
-    "device is auto or cpu and onnxruntime offers no GPU provider (its bf16 mode is the fastest CPU path); "
-    "2. onnx, when onnxruntime is installed (torch-free, faster than torch fp32, several times quicker to start); "
-    "3. torch; 4. openvino in fp32 when neither onnxruntime nor torch is installed. Artifacts without an ONNX "
-    "export always run on torch"
-)
-
-
-def load_runtime(
-    checkpoint: str,
-    *,
-    revision: str | None = None,
-    backend: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-    threads: int | None = None,
-    providers: Sequence[str] | None = None,
-    tile_overlap: int = 32,
-    tile_batch: int = 8,
-) -> Runtime:
-    """Load ``checkpoint`` behind a backend (no caching: see :func:`get_runtime`).
-
-    ``backend``: ``onnx`` (ONNX Runtime on the artifact's ONNX export; never imports torch),
-    ``openvino`` (OpenVINO on the same export; never imports torch), ``torch``, or ``auto``
-    (:data:`AUTO_ORDER_DOC`). ``precision``: ``fp32``, ``bf16`` or ``auto``
-    (:mod:`terramind_nyc.precision`). ``providers``: ONNX Runtime execution providers in
-    priority order (default: the ``onnx_providers`` setting's default). ``threads``: intra-op
-    threads (torch: for the whole process; ONNX Runtime / OpenVINO: per compiled graph).
-
-    Raises BackendError when the backend's packages are missing (naming the extra to install),
-    CheckpointNotFoundError when the artifact has no ONNX export for backend ``onnx`` or
-    ``openvino`` (naming ``export-onnx``), and CheckpointError for a bad artifact.
-    """
-    if backend not in ("auto", "torch", "onnx", "openvino"):
-        raise BackendError(f"unknown backend {backend!r}; use 'auto', 'torch', 'onnx' or 'openvino'")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise SettingsError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
-    common: dict[str, Any] = {"device": device, "threads": threads, "precision": precision,
-                              "tile_overlap": tile_overlap, "tile_batch": tile_batch}
-    if backend in ("onnx", "openvino"):
-        return _load_onnx_graphs(backend, checkpoint, revision=revision, providers=providers, **common)
-    if backend == "auto":
-        from .artifact import has_onnx_export
-
-        if has_onnx_export(checkpoint, revision=revision):
-            choice = _auto_graph_backend(precision, device)
-            if choice is None and not _torch_available() and _openvino_installed():
-                choice = "openvino"  # no onnxruntime, no torch: OpenVINO serves the export in any precision
-            if choice is not None:
-                return _load_onnx_graphs(choice, checkpoint, revision=revision, providers=providers, **common)
-            if not _torch_available():
-                raise BackendError(
-                    f"checkpoint {checkpoint!r} has an ONNX export but neither onnxruntime nor openvino is usable, "
-                    f"and torch is not installed either: {_ORT_HINT}; or pip install 'terramind-nyc[openvino]'"
-                )
-    if not _torch_available():
-        raise BackendError(
-            "the torch backend needs torch and terratorch: pip install -c constraints.txt 'terramind-nyc[torch]'"
-            + ("" if backend == "torch" else
-               f"; or serve an ONNX export without torch (`terramind-nyc export-onnx {checkpoint}` where torch is "
-               f"installed, then {_ORT_HINT})")
-        )
-    return _load_torch(checkpoint, revision=revision, **common)
-
-
-def _auto_graph_backend(precision: str, device: str) -> str | None:
-    """The backend ``auto`` takes for an artifact with an ONNX export (:data:`AUTO_ORDER_DOC`), or None."""
-    try:
-        ort: Any = import_onnxruntime()
-    except BackendError as exc:
-        log.info("checkpoint has an ONNX export but %s", exc)
-        ort = None
-    ort_gpu = ort is not None and device != "cpu" and any(
-        p in ort.get_available_providers() for p in _PROVIDER_EXTRA if p != _CPU)
-    if _openvino_installed() and precision != "fp32" and cpu_bf16_flags() and device in ("auto", "cpu") \
-            and not ort_gpu:
-        return "openvino"
-    return None if ort is None else "onnx"
-
-
-def _load_onnx_graphs(backend: str, checkpoint: str, *, revision: str | None, providers: Sequence[str] | None,
-                      **kwargs: Any) -> Runtime:
-    from .artifact import locate_onnx
-
-    if backend == "openvino":
-        from .runtime_openvino import OpenVinoRuntime, import_openvino
-
-        import_openvino()  # the missing package is named before the artifact is looked at
-        return OpenVinoRuntime(locate_onnx(checkpoint, revision=revision), **kwargs)
-    import_onnxruntime()
-    return OnnxRuntime(locate_onnx(checkpoint, revision=revision), providers=providers, **kwargs)
-
-
-def _load_torch(checkpoint: str, *, revision: str | None, device: str, threads: int | None, precision: str,
-                tile_overlap: int, tile_batch: int) -> TorchRuntime:
-    from .artifact import load_artifact
-
-    dev = resolve_device(device)
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    artifact = load_artifact(checkpoint, revision=revision, device=dev)
-    return TorchRuntime.from_artifact(artifact, precision=precision, tile_overlap=tile_overlap, tile_batch=tile_batch)
-
-
-_lock = threading.Lock()
-_models: dict[tuple[Any, ...], Runtime] = {}
-_runtimes: dict[tuple[Any, ...], Runtime] = {}
-
-
-def get_runtime(settings: Settings | None = None) -> Runtime:
-    """The runtime for ``settings`` (default ``Settings.from_env()``), loaded once per process.
-
-    Runtimes that differ only in tiling share one loaded model. A failed load caches nothing;
-    the next call tries again.
-    """
-    s = Settings.from_env() if settings is None else settings
-    if not isinstance(s, Settings):
-        raise InvalidInputError(f"settings must be a Settings, got {type(s).__name__}")
-    mkey = (s.checkpoint, s.checkpoint_revision, s.backend, s.device, s.precision, s.threads, s.onnx_providers)
-    key = (*mkey, s.tile_overlap_px, s.tile_batch)
-    rt = _runtimes.get(key)
-    if rt is not None:
-        return rt
-    with _lock:
-        rt = _runtimes.get(key)
-        if rt is not None:
-            return rt
-        model = _models.get(mkey)
-        if model is None:
-            model = load_runtime(s.checkpoint, revision=s.checkpoint_revision, backend=s.backend, device=s.device,
-                                 precision=s.precision, threads=s.threads, providers=s.onnx_providers,
-                                 tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
-            _models[mkey] = model
-        rt = model.with_tiling(tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
-        _runtimes[key] = rt
-        return rt
-
-
-def clear_runtimes() -> None:
-    """Forget every loaded runtime (the next :func:`get_runtime` loads again)."""
-    with _lock:
-        _models.clear()
-        _runtimes.clear()

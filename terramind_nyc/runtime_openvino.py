@@ -1,6 +1,6 @@
 """The OpenVINO backend: the artifact's exported ONNX graphs compiled by OpenVINO, no torch.
 
-    rt = load_runtime("path/to/artifact", backend="openvino", precision="auto")
+    rt = backends.load_runtime("path/to/artifact", backend="openvino", precision="auto")
     rt.model_info()["precision"]          # "bf16" on a CPU with AMX-BF16 / AVX512-BF16
 
 OpenVINO reads the same ``model*.onnx`` graphs (and their shared ``model.onnx.data``) that

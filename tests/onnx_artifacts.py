@@ -29,7 +29,8 @@ def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reference_runtime(path: Path):  # -> TorchRuntime (torch is imported only when called)
     """torch on the CPU in IEEE fp32 over ``path``: the reference of every backend parity test."""
-    from terramind_nyc.runtime import TorchRuntime, load_runtime
+    from terramind_nyc.backends import load_runtime
+    from terramind_nyc.runtime import TorchRuntime
 
     rt = load_runtime(str(path), backend="torch", device="cpu", precision="fp32")
     assert isinstance(rt, TorchRuntime) and rt.precision.used == "fp32"

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 pytest.importorskip("torch")  # the random-weight checkpoint needs the torch extra
 
-import terramind_nyc.runtime as runtime_mod  # noqa: E402
+import terramind_nyc.backends as runtime_mod  # noqa: E402
+import terramind_nyc.precision as precision_mod  # noqa: E402
 from terramind_nyc import CheckpointNotFoundError, fetch, fetch_many, fetch_riprap  # noqa: E402
 from terramind_nyc.cache import clear_caches  # noqa: E402
 from terramind_nyc.cli import cli  # noqa: E402
@@ -191,17 +192,16 @@ def test_fetch_many_without_sharing_is_exactly_fetch(world):
 
 
 def test_provenance_names_the_precision_that_ran(world, monkeypatch):
-    from terramind_nyc import precision as precision_mod
     from terramind_nyc.errors import PrecisionFallbackWarning
 
     cat, ck = world
     lat, lon = cat.points["clear"]
     precision_mod._warned.clear()
-    monkeypatch.setattr(runtime_mod, "cpu_bf16_flags", lambda: ())  # a CPU without bf16 units
+    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ())  # a CPU without bf16 units
     with pytest.warns(PrecisionFallbackWarning, match="no bf16 support"):
         r = fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(ck), precision="bf16"))
     assert r.provenance.precision == "fp32" and r.to_dict()["provenance"]["precision"] == "fp32"
-    monkeypatch.setattr(runtime_mod, "cpu_bf16_flags", lambda: ("amx_bf16",))  # one with them
+    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("amx_bf16",))  # one with them
     runtime_mod.clear_runtimes()
     r2 = fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(ck), precision="bf16"))
     assert r2.provenance.precision == "bf16" and not r2.cached  # results of each precision are cached apart

@@ -144,7 +144,7 @@ def test_float16_export_into_another_folder_holds_argmax_parity(plain: Path, tmp
     assert rec.precision == "float16" and rec.tolerance == 1e-2
     assert rec.argmax_agreement >= 0.99 and rec.max_abs_diff <= 1e-2
     assert (tmp_path / "fp16" / ONNX_DATA_FILE).stat().st_size < 0.6 * (plain / WEIGHTS_FILE).stat().st_size
-    from terramind_nyc.runtime import load_runtime
+    from terramind_nyc.backends import load_runtime
 
     rng = np.random.default_rng(0)
     x = {"S2L2A": rng.integers(0, 6000, (12, 224, 224)).astype(np.uint16),

@@ -20,10 +20,12 @@ pytest.importorskip("onnxruntime")
 from fakes import assert_threads_agree, raw
 from onnx_artifacts import copy_artifact, exported_tiny, reference_runtime
 
+from terramind_nyc import backends as backends_mod
 from terramind_nyc import runtime as rt_mod
 from terramind_nyc.artifact import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, has_onnx_export, locate_onnx, weights_sha256
 from terramind_nyc.errors import BackendError, CheckpointError, CheckpointNotFoundError
-from terramind_nyc.runtime import OnnxRuntime, ProviderFallbackWarning, TorchRuntime, get_runtime, load_runtime
+from terramind_nyc.backends import get_runtime, load_runtime
+from terramind_nyc.runtime import OnnxRuntime, ProviderFallbackWarning, TorchRuntime
 from terramind_nyc.settings import Settings
 from terramind_nyc.testing.model import make_tiny_artifact
 
@@ -49,10 +51,10 @@ def torch_rt(exported: Path) -> TorchRuntime:
 
 @pytest.fixture(autouse=True)
 def _fresh():
-    rt_mod.clear_runtimes()
+    backends_mod.clear_runtimes()
     rt_mod._warned.clear()
     yield
-    rt_mod.clear_runtimes()
+    backends_mod.clear_runtimes()
 
 
 def _damaged(exported: Path, tmp_path: Path) -> Path:
@@ -154,8 +156,8 @@ def test_onnxruntime_missing_with_auto_falls_back_to_torch(exported, monkeypatch
     assert isinstance(rt, TorchRuntime) and rt.model_info()["backend"] == "torch"
     with pytest.raises(BackendError, match=r"needs onnxruntime.*terramind-nyc\[onnx\].*never be installed together"):
         load_runtime(str(exported), backend="onnx")
-    monkeypatch.setattr(rt_mod, "_torch_available", lambda: False)
-    monkeypatch.setattr(rt_mod, "_openvino_installed", lambda: False)
+    monkeypatch.setattr(backends_mod, "_torch_available", lambda: False)
+    monkeypatch.setattr(backends_mod, "_openvino_installed", lambda: False)
     with pytest.raises(BackendError, match=r"neither onnxruntime nor openvino is usable, and torch is not installed"
                                            r".*\[onnx\].*\[openvino\]"):
         load_runtime(str(exported), backend="auto")
@@ -163,7 +165,7 @@ def test_onnxruntime_missing_with_auto_falls_back_to_torch(exported, monkeypatch
 
 def test_torch_missing_without_an_export_names_both_ways(tmp_path, monkeypatch):
     plain = make_tiny_artifact(tmp_path / "plain")
-    monkeypatch.setattr(rt_mod, "_torch_available", lambda: False)
+    monkeypatch.setattr(backends_mod, "_torch_available", lambda: False)
     with pytest.raises(BackendError, match=r"terramind-nyc\[torch\].*export-onnx"):
         load_runtime(str(plain))
 
@@ -274,7 +276,7 @@ def test_config_classes_that_disagree_with_the_graphs(exported, tmp_path):
 def test_onnx_serving_never_imports_torch(exported):
     code = (
         "import sys, numpy as np\n"
-        "from terramind_nyc.runtime import get_runtime\n"
+        "from terramind_nyc.backends import get_runtime\n"
         "from terramind_nyc.settings import Settings\n"
         f"rt = get_runtime(Settings(checkpoint={str(exported)!r}, precision='fp32'))\n"
         "p = rt.predict({'S2L2A': np.full((12, 230, 230), 1500, np.uint16)})\n"

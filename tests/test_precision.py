@@ -183,9 +183,9 @@ def test_a_torch_pass_runs_its_precision_and_leaves_the_callers_setting(tiny_art
                                                                        precision):
     import torch
 
-    from terramind_nyc import runtime as rt_mod
+    from terramind_nyc import backends as rt_mod
 
-    monkeypatch.setattr(rt_mod, "cpu_bf16_flags", lambda: ("avx512_bf16",))  # bf16 runs on any CPU here
+    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("avx512_bf16",))  # bf16 runs on any CPU here
     old = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision(before)
@@ -207,7 +207,7 @@ def test_a_torch_pass_runs_its_precision_and_leaves_the_callers_setting(tiny_art
 def test_a_caller_on_torchs_per_backend_api_gets_its_values_back(tiny_artifact):
     import torch
 
-    from terramind_nyc.runtime import load_runtime
+    from terramind_nyc.backends import load_runtime
 
     rt = load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="fp32")
     mk = torch.backends.mkldnn.matmul
@@ -255,9 +255,9 @@ def test_concurrent_passes_share_one_scope_and_restore_the_setting():
 
 @torch_only
 def test_bf16_agrees_with_fp32_on_the_tiny_model(tiny_artifact, monkeypatch):
-    from terramind_nyc import runtime as rt_mod
+    from terramind_nyc import backends as rt_mod
 
-    monkeypatch.setattr(rt_mod, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("amx_bf16",))
     x = raw(300, 260, seed=5)
     ref = rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="fp32").predict(x)
     bf = rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="bf16").predict(x)
@@ -270,13 +270,13 @@ def test_bf16_agrees_with_fp32_on_the_tiny_model(tiny_artifact, monkeypatch):
 
 @torch_only
 def test_torch_auto_follows_the_cpu_flags(tiny_artifact, monkeypatch):
-    from terramind_nyc import runtime as rt_mod
+    from terramind_nyc import backends as rt_mod
 
-    monkeypatch.setattr(rt_mod, "cpu_bf16_flags", lambda: ())
+    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ())
     rt = rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="auto")
     assert rt.precision.used == "fp32" and "amx_bf16" in rt.precision.reason
     with pytest.warns(PrecisionFallbackWarning, match="no bf16 support"):
         rt = rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="bf16")
     assert rt.model_info()["precision"] == "fp32" and rt.model_info()["precision_requested"] == "bf16"
-    monkeypatch.setattr(rt_mod, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("avx512_bf16",))
     assert rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu").precision.used == "bf16"

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from fakes import assert_threads_agree, raw
 
-from terramind_nyc import runtime as rt_mod
+from terramind_nyc import backends as rt_mod
 from terramind_nyc.artifact import WEIGHTS_FILE
 from terramind_nyc.compat import terratorch_imports
 from terramind_nyc.errors import (
@@ -23,10 +23,9 @@ from terramind_nyc.errors import (
     InvalidInputError,
     SettingsError,
 )
+from terramind_nyc.backends import get_runtime, load_runtime
 from terramind_nyc.runtime import (
     TorchRuntime,
-    get_runtime,
-    load_runtime,
     standardise,
     validate_inputs,
 )

@@ -5,7 +5,7 @@ Everything model-shaped comes from ``terramind_nyc``: the config schema and its 
 the network (:func:`terramind_nyc.network.build_network`), the standardisation
 (:func:`terramind_nyc.runtime.validate_inputs` + :func:`terramind_nyc.runtime.standardise`, the
 functions inference runs), the artifact writer (:func:`terramind_nyc.artifact.save_artifact`) and
-the runtime that serves it (:func:`terramind_nyc.runtime.load_runtime`). This module only selects
+the runtime that serves it (:func:`terramind_nyc.backends.load_runtime`). This module only selects
 and converts; it holds no second copy of any of them.
 """
 
@@ -161,7 +161,7 @@ def save_artifact(network: Any, config: ModelConfig, out: str | Path) -> Path:
 
 def load_runtime(path: str | Path, device: str = "cpu") -> Any:
     """terramind_nyc's torch runtime over an artifact directory."""
-    from terramind_nyc.runtime import load_runtime as _load
+    from terramind_nyc.backends import load_runtime as _load
 
     return _load(str(path), backend="torch", device=device)
 

@@ -83,7 +83,7 @@ def test_selfcheck_without_torch(tmp_path: Path, backend: str):
 def test_auto_backend_follows_the_cpu_without_torch():
     """auto: OpenVINO where the CPU has bf16 units (and bf16 runs), else ONNX Runtime in fp32."""
     from terramind_nyc.precision import cpu_has_bf16
-    from terramind_nyc.runtime import get_runtime
+    from terramind_nyc.backends import get_runtime
     from terramind_nyc.settings import Settings
 
     assert ARTIFACT is not None
