@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from . import precision as precision_policy
+from . import runtime_openvino
 from .errors import BackendError, InvalidInputError, SettingsError
 from .runtime import (
     ORT_HINT,
@@ -45,8 +45,9 @@ def _openvino_installed() -> bool:
 
 #: The backends ``backend=auto`` tries for an artifact with an ONNX export, in order, and why.
 AUTO_ORDER_DOC = (
-    "1. openvino, when it is installed, the CPU has AMX-BF16 / AVX512-BF16 units, precision is auto or bf16, "
-    "device is auto or cpu and onnxruntime offers no GPU provider (its bf16 mode is the fastest CPU path); "
+    "1. openvino, when it is installed, runs bf16 natively on this CPU (it lists BF16: AMX-BF16 / AVX512-BF16 "
+    "units), precision is auto or bf16, device is auto or cpu and onnxruntime offers no GPU provider (its bf16 "
+    "mode is the fastest CPU path); "
     "2. onnx, when onnxruntime is installed (torch-free, faster than torch fp32, several times quicker to start); "
     "3. torch; 4. openvino in fp32 when neither onnxruntime nor torch is installed. Artifacts without an ONNX "
     "export always run on torch"
@@ -120,8 +121,8 @@ def _auto_graph_backend(precision: str, device: str) -> str | None:
         log.info("checkpoint has an ONNX export but %s", exc)
         ort = None
     ort_gpu = ort is not None and device != "cpu" and bool(gpu_providers_offered(ort))
-    if _openvino_installed() and precision != "fp32" and precision_policy.cpu_bf16_flags() \
-            and device in ("auto", "cpu") and not ort_gpu:
+    if _openvino_installed() and precision != "fp32" and device in ("auto", "cpu") and not ort_gpu \
+            and runtime_openvino.openvino_cpu_has_bf16():
         return "openvino"
     return None if ort is None else "onnx"
 
@@ -131,10 +132,8 @@ def _load_onnx_graphs(backend: str, checkpoint: str, *, revision: str | None, pr
     from .artifact import locate_onnx
 
     if backend == "openvino":
-        from .runtime_openvino import OpenVinoRuntime, import_openvino
-
-        import_openvino()  # the missing package is named before the artifact is looked at
-        return OpenVinoRuntime(locate_onnx(checkpoint, revision=revision), **kwargs)
+        runtime_openvino.import_openvino()  # the missing package is named before the artifact is looked at
+        return runtime_openvino.OpenVinoRuntime(locate_onnx(checkpoint, revision=revision), **kwargs)
     import_onnxruntime()
     return OnnxRuntime(locate_onnx(checkpoint, revision=revision), providers=providers, **kwargs)
 

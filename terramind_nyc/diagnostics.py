@@ -53,10 +53,9 @@ def backend_availability() -> dict[str, dict[str, Any]]:
 
 
 def _openvino_capabilities() -> dict[str, list[str]]:
-    import openvino as ov  # torch-free and light; safe here
+    from .runtime_openvino import import_openvino, openvino_capabilities  # torch-free and light; safe here
 
-    core = ov.Core()
-    return {d: [str(c) for c in core.get_property(d, "OPTIMIZATION_CAPABILITIES")] for d in core.available_devices}
+    return {d: openvino_capabilities(d) for d in import_openvino().Core().available_devices}
 
 
 def precision_status(settings: Settings, backends: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:

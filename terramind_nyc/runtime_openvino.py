@@ -32,7 +32,8 @@ from .errors import BackendError, CheckpointError, SettingsError
 from .precision import resolve_precision
 from .runtime import OnnxGraphRuntime
 
-__all__ = ["OPENVINO_HINT", "OpenVinoRuntime", "import_openvino", "openvino_device"]
+__all__ = ["OPENVINO_HINT", "OpenVinoRuntime", "import_openvino", "openvino_capabilities", "openvino_cpu_has_bf16",
+           "openvino_device"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,21 @@ def _get_core() -> Any:
         if _core is None:
             _core = import_openvino().Core()
         return _core
+
+
+def openvino_capabilities(device: str) -> list[str]:
+    """OpenVINO's optimisation capabilities of ``device`` (``BF16``, ``FP32``, ``INT8``, ...)."""
+    return [str(c) for c in _get_core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+
+
+def openvino_cpu_has_bf16() -> bool:
+    """Whether OpenVINO runs bf16 natively on this CPU (it lists ``BF16``: AMX-BF16 or
+    AVX512-BF16 units); False when openvino is missing or does not start."""
+    try:
+        return "BF16" in openvino_capabilities("CPU")
+    except Exception as exc:  # noqa: BLE001 - missing or broken openvino: no bf16 through it
+        log.debug("OpenVINO capabilities unavailable: %s", exc)
+        return False
 
 
 def openvino_device(device: str, available: list[str]) -> str:
@@ -100,7 +116,7 @@ class OpenVinoRuntime(OnnxGraphRuntime):
         self._ov = import_openvino()
         core = _get_core()
         self.ov_device = openvino_device(device, list(core.available_devices))
-        caps = [str(c) for c in core.get_property(self.ov_device, "OPTIMIZATION_CAPABILITIES")]
+        caps = openvino_capabilities(self.ov_device)
         self.precision = resolve_precision(
             precision, bf16_supported="BF16" in caps, where=f"OpenVINO {self.ov_device}",
             why_not=f"its optimisation capabilities are {', '.join(caps)}")

@@ -4,7 +4,6 @@ threads, the auto order, and how bad requests end."""
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +16,11 @@ pytest.importorskip("onnxruntime")
 from fakes import assert_threads_agree, raw
 from onnx_artifacts import exported_tiny, reference_runtime
 
-from terramind_nyc import precision as precision_mod
 from terramind_nyc import backends as rt_mod
+from terramind_nyc import precision as precision_mod
 from terramind_nyc import runtime_openvino as ov_mod
-from terramind_nyc.errors import BackendError, CheckpointNotFoundError, PrecisionFallbackWarning
 from terramind_nyc.backends import get_runtime, load_runtime
+from terramind_nyc.errors import BackendError, CheckpointNotFoundError, PrecisionFallbackWarning
 from terramind_nyc.runtime import OnnxRuntime, TorchRuntime
 from terramind_nyc.runtime_openvino import OpenVinoRuntime
 from terramind_nyc.settings import Settings
@@ -118,19 +117,24 @@ def test_the_model_info(exported):
 # the auto order
 # ----------------------------------------------------------------------------------------
 def test_auto_takes_openvino_on_a_bf16_cpu_else_onnx_runtime(exported, monkeypatch):
-    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("amx_bf16",))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PrecisionFallbackWarning)  # a CPU whose OpenVINO lacks bf16
-        assert isinstance(load_runtime(str(exported), backend="auto", device="cpu"), OpenVinoRuntime)
+    monkeypatch.setattr(ov_mod, "openvino_cpu_has_bf16", lambda: True)  # OpenVINO sees bf16 units
+    assert isinstance(load_runtime(str(exported), backend="auto", device="cpu"), OpenVinoRuntime)
+    assert isinstance(load_runtime(str(exported), backend="auto", device="cpu", precision="bf16"), OpenVinoRuntime)
     assert isinstance(load_runtime(str(exported), backend="auto", device="cpu", precision="fp32"), OnnxRuntime)
-    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ())
+    monkeypatch.setattr(ov_mod, "openvino_cpu_has_bf16", lambda: False)  # a CPU without them
     assert isinstance(load_runtime(str(exported), backend="auto", device="cpu"), OnnxRuntime)
+
+
+def test_openvino_sees_bf16_where_the_cpu_flags_show_it():
+    if precision_mod.cpu_has_bf16() != ov_mod.openvino_cpu_has_bf16():
+        pytest.skip("OpenVINO and /proc/cpuinfo disagree on this CPU; auto follows OpenVINO for its own backend")
+    assert ov_mod.openvino_cpu_has_bf16() is CPU_HAS_BF16
 
 
 def test_auto_without_onnxruntime_or_torch_serves_through_openvino(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     monkeypatch.setattr(rt_mod, "_torch_available", lambda: False)
-    monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ())
+    monkeypatch.setattr(ov_mod, "openvino_cpu_has_bf16", lambda: False)
     rt = load_runtime(str(exported), backend="auto", device="cpu")
     assert isinstance(rt, OpenVinoRuntime)  # the last resort; its precision follows OpenVINO's own device check
     assert rt.precision.used == ("bf16" if CPU_HAS_BF16 else "fp32")

@@ -81,14 +81,14 @@ def test_selfcheck_without_torch(tmp_path: Path, backend: str):
 
 
 def test_auto_backend_follows_the_cpu_without_torch():
-    """auto: OpenVINO where the CPU has bf16 units (and bf16 runs), else ONNX Runtime in fp32."""
-    from terramind_nyc.precision import cpu_has_bf16
+    """auto: OpenVINO in bf16 where it sees bf16 units on this CPU, else ONNX Runtime in fp32."""
     from terramind_nyc.backends import get_runtime
+    from terramind_nyc.runtime_openvino import openvino_cpu_has_bf16
     from terramind_nyc.settings import Settings
 
     assert ARTIFACT is not None
     info = get_runtime(Settings(checkpoint=ARTIFACT, backend="auto", threads=2)).model_info()
-    if cpu_has_bf16() and importlib.util.find_spec("openvino") is not None:
+    if openvino_cpu_has_bf16():
         assert (info["backend"], info["precision"]) == ("openvino", "bf16"), info
     else:
         assert (info["backend"], info["precision"]) == ("onnx", "fp32"), info
