@@ -65,9 +65,11 @@ The figures of the torch-vs-ONNX-Runtime comparison keep their keys, all fp32:
   the execution provider that ran.
 - ort_first_result_s / torch_first_result_s: their start to first result;
   first_result_speedup = torch / ORT (target >= 3).
-- GPU: when torch sees a CUDA device or onnxruntime offers CUDAExecutionProvider, the same chip
-  on it (torch fp32, torch ``precision="bf16"`` with its argmax agreement against torch fp32 on
-  the GPU, ORT CUDA provider) as chips per second; otherwise the table says that no GPU was
+- GPU: when torch sees a CUDA device or onnxruntime offers CUDAExecutionProvider, a 784x784
+  window (16 tiles of 224, one batch of 16 tiles) on it (torch fp32, torch ``precision="bf16"``
+  with its argmax agreement against torch fp32 on the GPU, ORT CUDA provider in fp32: ONNX
+  Runtime has no bf16 mode) as 224-px chips (tiles) per second, the figure of the MI300X anchor
+  (7.30 it/s x 16 = ~117 chips/s of tiled inference); otherwise the table says that no GPU was
   available and the figures are absent (``gpu`` null in ``--json``).
 
 ``--json`` prints one JSON object on the last line of stdout. The artifact of ``--encoder``
@@ -92,19 +94,19 @@ from typing import Any
 _WORKER = r"""
 import json, sys, time, warnings
 t_start = float(sys.argv[1])
-backend, artifact, threads, repeats, warmup, out, device, precision = sys.argv[2:10]
-threads, repeats, warmup = int(threads), int(repeats), int(warmup)
+backend, artifact, threads, repeats, warmup, out, device, precision, side, tile_batch = sys.argv[2:12]
+threads, repeats, warmup, side, tile_batch = int(threads), int(repeats), int(warmup), int(side), int(tile_batch)
 import numpy as np
 from terramind_nyc.backends import load_runtime
 providers = ("CUDAExecutionProvider",) if device == "cuda" and backend == "onnx" else None
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     rt = load_runtime(artifact, backend=backend, device=device, precision=precision, threads=threads,
-                      providers=providers)
+                      providers=providers, tile_batch=tile_batch)
     rng = np.random.default_rng(0)
-    x = {"S2L2A": rng.integers(0, 6000, (12, 224, 224)).astype(np.uint16),
-         "S1RTC": rng.normal(-14, 4, (2, 224, 224)).astype(np.float32),
-         "DEM": rng.normal(30, 20, (1, 224, 224)).astype(np.float32)}
+    x = {"S2L2A": rng.integers(0, 6000, (12, side, side)).astype(np.uint16),
+         "S1RTC": rng.normal(-14, 4, (2, side, side)).astype(np.float32),
+         "DEM": rng.normal(30, 20, (1, side, side)).astype(np.float32)}
     p = rt.predict(x)
     first = time.time() - t_start
 # the timed loop runs under the default warning filters (load and first chip above are recorded)
@@ -118,7 +120,7 @@ for _ in range(repeats):
 np.savez(out, **{h: v for h, v in p.probabilities.items()})
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 info = rt.model_info()
-print(json.dumps({"first_result_s": first, "times": times, "peak_rss_gb": hwm * 1024 / 1e9,
+print(json.dumps({"first_result_s": first, "times": times, "peak_rss_gb": hwm * 1024 / 1e9, "n_tiles": p.n_tiles,
                   "torch_imported": "torch" in sys.modules, "terratorch_imported": "terratorch" in sys.modules,
                   "device": info["device"], "precision": info["precision"],
                   "precision_requested": info["precision_requested"], "precision_reason": info["precision_reason"],
@@ -171,6 +173,11 @@ print(json.dumps({"flops": flops, "by_op": by_op, "fp32_gflops": fp32, "bf16_gfl
 """
 
 
+#: GPU figures: a 784x784 window (the tile plan cuts it into 4 x 4 = 16 tiles of 224) in one batch of 16.
+GPU_SIDE = 784
+GPU_TILE_BATCH = 16
+
+
 def _subprocess_json(code: str, args: list[str], *, threads: int, what: str) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
@@ -181,9 +188,9 @@ def _subprocess_json(code: str, args: list[str], *, threads: int, what: str) -> 
 
 
 def _worker(backend: str, artifact: Path, *, threads: int, repeats: int, warmup: int, out: Path,
-            device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
+            device: str = "cpu", precision: str = "fp32", side: int = 224, tile_batch: int = 8) -> dict[str, Any]:
     args = [repr(time.time()), backend, str(artifact), str(threads), str(repeats), str(warmup), str(out), device,
-            precision]
+            precision, str(side), str(tile_batch)]
     return _subprocess_json(_WORKER, args, threads=threads, what=f"{backend} {precision} worker on {device}")
 
 
@@ -371,24 +378,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         gpu_lines.append("GPU: none available here (torch sees no CUDA device and onnxruntime offers no "
                          "CUDAExecutionProvider); GPU figures skipped")
     else:
-        gpu: dict[str, Any] = {"device": name or "?"}
+        # one forward pass of 16 tiles per prediction (GPU_SIDE, GPU_TILE_BATCH)
+        gpu: dict[str, Any] = {"device": name or "?", "window_px": GPU_SIDE, "tile_batch": GPU_TILE_BATCH}
+        on_gpu: dict[str, Any] = {"device": "cuda", "side": GPU_SIDE, "tile_batch": GPU_TILE_BATCH}
+
+        def tiles_per_s(r: dict[str, Any]) -> float:
+            return float(r["n_tiles"]) / statistics.median(r["times"])
+
         if t_gpu:
             fp32_out = workdir / "probs-torch-fp32-cuda.npz"
             r = _worker("torch", artifact, threads=args.threads, repeats=args.repeats, warmup=args.warmup,
-                        out=fp32_out, device="cuda", precision="fp32")
-            gpu["torch_chips_per_s"] = 1 / statistics.median(r["times"])
+                        out=fp32_out, precision="fp32", **on_gpu)
+            gpu["torch_chips_per_s"] = tiles_per_s(r)
             bf16_out = workdir / "probs-torch-bf16-cuda.npz"
             r = _worker("torch", artifact, threads=args.threads, repeats=args.repeats, warmup=args.warmup,
-                        out=bf16_out, device="cuda", precision="bf16")
+                        out=bf16_out, precision="bf16", **on_gpu)
             a, b = np.load(fp32_out), np.load(bf16_out)
-            gpu["torch_bf16_chips_per_s"] = 1 / statistics.median(r["times"])
+            gpu["torch_bf16_chips_per_s"] = tiles_per_s(r)
             gpu["torch_bf16_precision_ran"] = r["precision"]
             gpu["torch_bf16_argmax_agreement"] = min(float((a[h].argmax(0) == b[h].argmax(0)).mean())
                                                      for h in a.files)
         if o_gpu:
             r = _worker("onnx", artifact, threads=args.threads, repeats=args.repeats, warmup=args.warmup,
-                        out=workdir / "probs-onnx-fp32-cuda.npz", device="cuda", precision="fp32")
-            gpu["ort_chips_per_s"] = 1 / statistics.median(r["times"])
+                        out=workdir / "probs-onnx-fp32-cuda.npz", precision="fp32", **on_gpu)
+            gpu["ort_chips_per_s"] = tiles_per_s(r)
             gpu["ort_provider"] = r["device"]
         res["gpu"] = gpu
         gpu_lines.append(f"GPU: {gpu['device']}")
