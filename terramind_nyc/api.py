@@ -512,9 +512,10 @@ def fetch(
     caches = get_caches(settings)
     rkey = None
     if caches is not None:
+        info = runtime.model_info()
         rkey = stable_key("result", _grid_key(grid), _window_key(start, end), _chip_settings_key(settings),
                           radius, (round(lat, 6), round(lon, 6)) if radius else None,
-                          runtime.model_info()["checkpoint"].get("sha256"), runtime.model_info()["precision"])
+                          info["checkpoint"].get("sha256"), info["precision"])
         hit = caches.results.peek(rkey)
         if hit is not None:
             import dataclasses

@@ -31,10 +31,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import sys
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -81,28 +80,33 @@ class PrecisionChoice:
 # Hardware
 # ----------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
-def _proc_cpuinfo_flags() -> frozenset[str]:
+def _cpuinfo() -> Mapping[str, str]:
+    """The first processor's fields of Linux ``/proc/cpuinfo`` (empty elsewhere)."""
+    fields: dict[str, str] = {}
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return frozenset()
-    flags: set[str] = set()
+        return fields
     for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # one processor is enough: the flags are the same on every core
+            continue
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return frozenset(flags)
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_bf16_flags(flags: Iterable[str] | None = None) -> tuple[str, ...]:
     """The bf16 flags (:data:`CPU_BF16_FLAGS`) this CPU shows, or that ``flags`` holds.
 
-    ``flags`` defaults to this machine's ``/proc/cpuinfo`` (Linux); elsewhere no flag is known
-    and ``auto`` means fp32 on the CPU.
+    ``flags`` defaults to this machine's ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on
+    ARM); where there is none, no flag is known and ``auto`` means fp32 on the CPU.
     """
-    have = _proc_cpuinfo_flags() if flags is None else frozenset(flags)
-    if flags is None and not sys.platform.startswith("linux"):
-        have = frozenset()
+    if flags is None:
+        info = _cpuinfo()
+        flags = (info.get("flags", "") + " " + info.get("Features", "")).split()
+    have = frozenset(flags)
     return tuple(f for f in CPU_BF16_FLAGS if f in have)
 
 
@@ -113,16 +117,9 @@ def cpu_has_bf16(flags: Iterable[str] | None = None) -> bool:
 
 def cpu_model() -> str:
     """The CPU's model name (Linux ``/proc/cpuinfo``), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
     import platform
 
-    return platform.processor() or platform.machine()
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------------------

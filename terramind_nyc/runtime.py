@@ -580,14 +580,12 @@ class OnnxRuntime(OnnxGraphRuntime):
         self._graph(self._first_subset())
         self.provider = self.providers[0]
         self.device = self.provider
-        if files.export.precision == "float16":
-            resolve_precision(precision, bf16_supported=False, where=f"ONNX Runtime ({self.provider})",
-                              why_not="the export is float16")
-            self.precision = PrecisionChoice(precision, "fp16", "the ONNX export is float16")
-        else:
-            self.precision = resolve_precision(
-                precision, bf16_supported=False, where=f"ONNX Runtime ({self.provider})",
-                why_not="ONNX Runtime has no bf16 mode for float32 graphs; backend openvino or torch has one")
+        fp16 = files.export.precision == "float16"
+        choice = resolve_precision(  # ONNX Runtime runs what the export holds; bf16 warns (once)
+            precision, bf16_supported=False, where=f"ONNX Runtime ({self.provider})",
+            why_not="the export is float16" if fp16 else
+            "ONNX Runtime has no bf16 mode for float32 graphs; backend openvino or torch has one")
+        self.precision = PrecisionChoice(precision, "fp16", "the ONNX export is float16") if fp16 else choice
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str, *, revision: str | None = None, **kwargs: Any) -> OnnxRuntime:
