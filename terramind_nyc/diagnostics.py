@@ -43,19 +43,15 @@ def backend_availability() -> dict[str, dict[str, Any]]:
     detail = "pip install 'terramind-nyc[openvino]'"
     if ov_ok:
         try:
-            caps = _openvino_capabilities()
+            from .runtime_openvino import openvino_devices  # torch-free and light; safe here
+
+            caps = openvino_devices()
             detail = f"openvino {_version('openvino')}; devices " + ", ".join(
                 f"{d} ({'bf16' if 'BF16' in c else 'no bf16'})" for d, c in caps.items())
         except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
             ov_ok, detail = False, f"openvino does not start ({type(exc).__name__}: {exc})"
     out["openvino"] = {"available": ov_ok, "detail": detail}
     return out
-
-
-def _openvino_capabilities() -> dict[str, list[str]]:
-    from .runtime_openvino import import_openvino, openvino_capabilities  # torch-free and light; safe here
-
-    return {d: openvino_capabilities(d) for d in import_openvino().Core().available_devices}
 
 
 def precision_status(settings: Settings, backends: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -69,8 +65,9 @@ def precision_status(settings: Settings, backends: dict[str, dict[str, Any]] | N
     if backends["onnx"]["available"]:
         runs["onnx"] = "fp32"  # ONNX Runtime has no bf16 mode for float32 graphs
     if backends["openvino"]["available"]:
-        cpu_caps = _openvino_capabilities().get("CPU", [])
-        runs["openvino (CPU)"] = choose_precision(settings.precision, bf16_supported="BF16" in cpu_caps)
+        from .runtime_openvino import openvino_cpu_has_bf16
+
+        runs["openvino (CPU)"] = choose_precision(settings.precision, bf16_supported=openvino_cpu_has_bf16())
     return {"setting": settings.precision, "cpu": cpu_model(), "cpu_bf16_flags": list(flags), "runs": runs}
 
 

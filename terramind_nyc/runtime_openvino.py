@@ -33,7 +33,7 @@ from .precision import resolve_precision
 from .runtime import OnnxGraphRuntime
 
 __all__ = ["OPENVINO_HINT", "OpenVinoRuntime", "import_openvino", "openvino_capabilities", "openvino_cpu_has_bf16",
-           "openvino_device"]
+           "openvino_device", "openvino_devices"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ def _get_core() -> Any:
 def openvino_capabilities(device: str) -> list[str]:
     """OpenVINO's optimisation capabilities of ``device`` (``BF16``, ``FP32``, ``INT8``, ...)."""
     return [str(c) for c in _get_core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+
+
+def openvino_devices() -> dict[str, list[str]]:
+    """Each device OpenVINO offers here (``CPU``, ``GPU``, ...) with its optimisation capabilities."""
+    return {d: openvino_capabilities(d) for d in _get_core().available_devices}
 
 
 def openvino_cpu_has_bf16() -> bool:
