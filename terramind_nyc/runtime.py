@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -432,13 +432,24 @@ class OnnxGraphRuntime(Runtime):
     inputs and outputs are checked against ``config.json`` (:meth:`check_graph_io`).
     """
 
-    def __init__(self, files: OnnxFiles, *, tile_overlap: int = 32, tile_batch: int = 8) -> None:
+    def __init__(self, files: OnnxFiles, *, threads: int | None = None, tile_overlap: int = 32,
+                 tile_batch: int = 8) -> None:
         super().__init__(files.config, files.describe(), tile_overlap=tile_overlap, tile_batch=tile_batch)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
+        self.threads = threads
         self.files = files
         self._label = f"checkpoint {files.source!r}"
         self._heads = list(files.config.head_names)
         self._compiled: dict[tuple[str, ...], Any] = {}
         self._compile_lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str, *, revision: str | None = None, **kwargs: Any) -> Self:
+        """Locate and verify ``checkpoint``'s ONNX export, then start the runtime (``kwargs`` as the constructor)."""
+        from .artifact import locate_onnx
+
+        return cls(locate_onnx(checkpoint, revision=revision), **kwargs)
 
     def _first_subset(self) -> tuple[str, ...]:
         names = self.files.config.modality_names
@@ -540,12 +551,9 @@ class OnnxRuntime(OnnxGraphRuntime):
     def __init__(self, files: OnnxFiles, *, providers: Sequence[str] | None = None, device: str = "auto",
                  threads: int | None = None, precision: str = "fp32", tile_overlap: int = 32,
                  tile_batch: int = 8) -> None:
-        super().__init__(files, tile_overlap=tile_overlap, tile_batch=tile_batch)
+        super().__init__(files, threads=threads, tile_overlap=tile_overlap, tile_batch=tile_batch)
         ort = import_onnxruntime()
         self._ort = ort
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
-        self.threads = threads
         requested = tuple(_default_providers() if providers is None else providers)
         if not requested or not all(isinstance(p, str) and p for p in requested):
             raise SettingsError(f"onnx_providers must list execution provider names, got {requested!r}")
@@ -586,13 +594,6 @@ class OnnxRuntime(OnnxGraphRuntime):
             why_not="the export is float16" if fp16 else
             "ONNX Runtime has no bf16 mode for float32 graphs; backend openvino or torch has one")
         self.precision = PrecisionChoice(precision, "fp16", "the ONNX export is float16") if fp16 else choice
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: str, *, revision: str | None = None, **kwargs: Any) -> OnnxRuntime:
-        """Locate and verify ``checkpoint``'s ONNX export, then start the runtime (``kwargs`` as the constructor)."""
-        from .artifact import locate_onnx
-
-        return cls(locate_onnx(checkpoint, revision=revision), **kwargs)
 
     def model_info(self) -> dict[str, Any]:
         """As :meth:`OnnxGraphRuntime.model_info`; ``device`` is the execution provider that runs the model,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .artifact import OnnxFiles
-from .errors import BackendError, CheckpointError, SettingsError
+from .errors import BackendError, CheckpointError
 from .precision import resolve_precision
 from .runtime import OnnxGraphRuntime
 
@@ -114,10 +114,7 @@ class OpenVinoRuntime(OnnxGraphRuntime):
 
     def __init__(self, files: OnnxFiles, *, device: str = "auto", threads: int | None = None,
                  precision: str = "fp32", tile_overlap: int = 32, tile_batch: int = 8) -> None:
-        super().__init__(files, tile_overlap=tile_overlap, tile_batch=tile_batch)
-        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-            raise SettingsError(f"threads must be a positive integer or None, got {threads!r}")
-        self.threads = threads
+        super().__init__(files, threads=threads, tile_overlap=tile_overlap, tile_batch=tile_batch)
         self._ov = import_openvino()
         core = _get_core()
         self.ov_device = openvino_device(device, list(core.available_devices))
@@ -128,13 +125,6 @@ class OpenVinoRuntime(OnnxGraphRuntime):
         self.device = self.ov_device
         self._local = threading.local()
         self._graph(self._first_subset())
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: str, *, revision: str | None = None, **kwargs: Any) -> OpenVinoRuntime:
-        """Locate and verify ``checkpoint``'s ONNX export, then start the runtime (``kwargs`` as the constructor)."""
-        from .artifact import locate_onnx
-
-        return cls(locate_onnx(checkpoint, revision=revision), **kwargs)
 
     def model_info(self) -> dict[str, Any]:
         """As :meth:`OnnxGraphRuntime.model_info`; ``device`` is OpenVINO's device (CPU, GPU)."""
