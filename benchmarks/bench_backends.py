@@ -5,12 +5,12 @@ has no bf16 mode for float32 graphs, so ``onnx bf16`` is always listed as skippe
 also skipped, with the reason, when its package is missing (``openvino``, ``onnxruntime``) or
 when it asks for bf16 on hardware without bf16 units: torch on a CPU whose ``/proc/cpuinfo``
 flags show neither ``amx_bf16`` nor ``avx512_bf16``
-(:func:`terramind_nyc.precision.cpu_has_bf16`); OpenVINO on a CPU that does not list ``BF16``
+(:func:`terramind_nyc.model.precision.cpu_has_bf16`); OpenVINO on a CPU that does not list ``BF16``
 among its ``OPTIMIZATION_CAPABILITIES``.
 
 Every figure comes from fresh worker processes (``python -c``), one per path per round,
 started alternately (all paths in turn, the order reversed every other round; ``--rounds``
-rounds). A worker loads the artifact with :func:`terramind_nyc.backends.load_runtime`
+rounds). A worker loads the artifact with :func:`terramind_nyc.model.backends.load_runtime`
 (``backend``, ``device="cpu"``, ``precision`` given explicitly, ``--threads`` intra-op
 threads), predicts one deterministic 224x224 chip of the three modalities, then times
 ``--repeats`` more predictions after ``--warmup``. The model has random weights (the config of
@@ -97,7 +97,7 @@ t_start = float(sys.argv[1])
 backend, artifact, threads, repeats, warmup, out, device, precision, side, tile_batch = sys.argv[2:12]
 threads, repeats, warmup, side, tile_batch = int(threads), int(repeats), int(warmup), int(side), int(tile_batch)
 import numpy as np
-from terramind_nyc.backends import load_runtime
+from terramind_nyc.model.backends import load_runtime
 providers = ("CUDAExecutionProvider",) if device == "cuda" and backend == "onnx" else None
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -133,8 +133,8 @@ import json, sys, time
 artifact, threads = sys.argv[1], int(sys.argv[2])
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-from terramind_nyc.artifact import load_artifact
-from terramind_nyc.precision import torch_numerics
+from terramind_nyc.model.artifact import load_artifact
+from terramind_nyc.model.precision import torch_numerics
 torch.set_num_threads(threads)
 art = load_artifact(artifact)
 net, cfg = art.network, art.config
@@ -196,8 +196,8 @@ def _worker(backend: str, artifact: Path, *, threads: int, repeats: int, warmup:
 
 def _artifact(workdir: Path, encoder: str) -> Path:
     """The random-weight two-head artifact with a full-modality ONNX export (built once)."""
-    from terramind_nyc.artifact import ModelConfig, read_config
-    from terramind_nyc.onnx_export import export_onnx
+    from terramind_nyc.model.artifact import ModelConfig, read_config
+    from terramind_nyc.model.export_onnx import export_onnx
     from terramind_nyc.testing.model import make_tiny_artifact
 
     path = workdir / f"{encoder}-random"
@@ -229,7 +229,7 @@ def _gpu_available() -> tuple[bool, bool, str]:
 
 def _plan_paths() -> tuple[list[tuple[str, str]], list[dict[str, str]]]:
     """(the (backend, precision) paths to run, the skipped ones with their reasons)."""
-    from terramind_nyc.precision import cpu_has_bf16
+    from terramind_nyc.model.precision import cpu_has_bf16
 
     run: list[tuple[str, str]] = [("torch", "fp32")]
     skipped: list[dict[str, str]] = []
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import numpy as np
 
-    from terramind_nyc.precision import cpu_bf16_flags, cpu_model
+    from terramind_nyc.model.precision import cpu_bf16_flags, cpu_model
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-backends-")
     workdir = Path(args.workdir) if args.workdir else Path(tmp.name)

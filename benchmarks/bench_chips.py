@@ -25,8 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from terramind_nyc.catalog import Catalog, get_catalog
-from terramind_nyc.chips import read_chip
+from terramind_nyc.imagery.catalog import Catalog, get_catalog
+from terramind_nyc.imagery.reader import read_chip
 from terramind_nyc.settings import Settings
 from terramind_nyc.testing import CogServer, FaultProxy, StacServer, build_fixture_catalog
 

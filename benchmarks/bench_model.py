@@ -53,7 +53,7 @@ import numpy as np
 _RSS_CHILD = r"""
 import sys, time
 import numpy as np
-from terramind_nyc.backends import load_runtime
+from terramind_nyc.model.backends import load_runtime
 t = time.perf_counter()
 rt = load_runtime(sys.argv[1], backend="torch", device="cpu", precision="fp32", threads=int(sys.argv[2]))
 load_s = time.perf_counter() - t
@@ -99,16 +99,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from terramind_nyc.compat import terratorch_imports
+    from terramind_nyc.model.compat import terratorch_imports
 
     with terratorch_imports():
         from terratorch.models import EncoderDecoderFactory
         from terratorch.tasks.tiled_inference import tiled_inference
 
-    from terramind_nyc.artifact import ModelConfig, save_artifact
-    from terramind_nyc.network import build_network
-    from terramind_nyc.precision import cpu_bf16_flags, torch_numerics
-    from terramind_nyc.runtime import TorchRuntime
+    from terramind_nyc.model.artifact import ModelConfig, save_artifact
+    from terramind_nyc.model.network import build_network
+    from terramind_nyc.model.precision import cpu_bf16_flags, torch_numerics
+    from terramind_nyc.model.runtime import TorchRuntime
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -24,6 +24,7 @@ from .errors import (
     DeadlineExceededError,
     InvalidInputError,
     InvalidLocationError,
+    OutsideDomainError,
     MissingModalityWarning,
     NoSceneError,
     PrecisionFallbackWarning,
@@ -35,7 +36,7 @@ from .errors import (
 )
 from .settings import Settings
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -57,6 +58,7 @@ __all__ = [
     "TerramindNYCError",
     "SettingsError",
     "InvalidLocationError",
+    "OutsideDomainError",
     "InvalidInputError",
     "CatalogError",
     "NoSceneError",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .cache import get_caches, stable_key
 from .errors import (
     InvalidInputError,
@@ -32,7 +32,7 @@ from .errors import (
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .chips import Chip
+    from .imagery.reader import Chip
     from .grid import ChipGrid
 
 __all__ = ["fetch", "fetch_many", "fetch_riprap", "Result", "Provenance", "BatchItem"]
@@ -302,10 +302,7 @@ def _check_size(size_m: float | None, radius_m: float | None, settings: Settings
 
 def _chip_settings_key(settings: Settings) -> tuple[Any, ...]:
     """The settings that change which imagery a chip holds."""
-    s = settings
-    return (s.catalog_provider, s.catalog_url, s.catalog_path, s.s2_collection, s.s1_collection,
-            s.dem_collection, s.scene_prefilter_cloud_pct, s.max_cloud, s.max_nodata, s.min_valid_fraction,
-            s.scene_candidates, s.s1_window_days, s.resolution_m, s.crs)
+    return settings.key("chip")
 
 
 def _grid_key(grid: ChipGrid) -> tuple[Any, ...]:
@@ -318,7 +315,7 @@ def _window_key(start: datetime, end: datetime) -> tuple[str, str]:
 
 
 def _read_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Any) -> Chip:
-    from .chips import read_chip
+    from .imagery.reader import read_chip
 
     return read_chip(grid, when=(start, end), settings=settings, deadline=deadline)
 
@@ -335,7 +332,7 @@ def _get_chip(grid: ChipGrid, start: datetime, end: datetime, settings: Settings
     def compute() -> Chip:
         disk = caches.read_disk(key)  # optional on-disk chip cache (settings.cache_dir)
         if disk is not None:
-            from .chips import Chip
+            from .imagery.reader import Chip
 
             try:
                 return Chip.from_arrays(*disk)
@@ -497,7 +494,7 @@ def fetch(
     """
     t_start = time.perf_counter()
     settings = _resolve_settings(settings)
-    from .catalog import Deadline, resolve_when
+    from .imagery.catalog import Deadline, resolve_when
     from .grid import chip_grid, validate_location
 
     lat, lon = validate_location(lat, lon, settings)
@@ -553,7 +550,7 @@ def _warn_missing(chip: Chip) -> None:
 
 
 def _runtime(settings: Settings) -> Any:
-    from .backends import get_runtime
+    from .model.backends import get_runtime
 
     rt = get_runtime(settings)
     _check_offset_rule(rt)
@@ -566,7 +563,7 @@ def _check_offset_rule(runtime: Any) -> None:
     rule = getattr(getattr(runtime, "config", None), "s2_offset", None)
     if rule is None:
         return
-    from .chips import S2_OFFSET_DN
+    from .imagery.reader import S2_OFFSET_DN
     from .errors import CheckpointError
 
     try:
@@ -668,7 +665,7 @@ def _group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int,
     """
     if len(grids) < 2:
         return [[g] for g in grids]
-    from .tiling import tile_count, tile_geometry
+    from .model.tiling import tile_count, tile_geometry
 
     geometry = tile_geometry(224, tile_overlap_px)  # the checkpoint is not loaded yet: the default tile
 
@@ -787,7 +784,7 @@ def _run_shared_window(
     settings: Settings,
 ) -> list[BatchItem]:
     """Read and predict one window covering every member's grid, then summarise each member."""
-    from .catalog import Deadline, resolve_when
+    from .imagery.catalog import Deadline, resolve_when
     from .grid import union_grid
 
     t_start = time.perf_counter()

@@ -282,7 +282,7 @@ def run_batch(
 
     if not isinstance(chunk, int) or chunk < 1:
         raise InvalidInputError(f"chunk must be a positive integer, got {chunk!r}")
-    settings = settings if settings is not None else Settings.from_env()
+    settings = Settings.resolve(settings)
     points = read_points(points_path)
     out = Path(out_path)
     if out.parent and not out.parent.exists():
@@ -292,7 +292,7 @@ def run_batch(
         try:
             return tuple(_runtime(settings).model_info()["lulc_classes"])
         except Exception:  # noqa: BLE001 - no model: every point fails anyway; use the default names
-            from .artifact import DEFAULT_HEADS
+            from .model.artifact import DEFAULT_HEADS
 
             return DEFAULT_HEADS[0].classes
 

@@ -167,8 +167,7 @@ _caches: dict[tuple[Any, ...], Caches] = {}
 
 
 def _config_key(settings: Settings) -> tuple[Any, ...]:
-    return (settings.stac_cache_ttl_s, settings.chip_cache_bytes, settings.result_cache_ttl_s,
-            settings.result_cache_size, settings.cache_dir)
+    return settings.key("caches")
 
 
 def get_caches(settings: Settings) -> Caches | None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .settings import Settings
 
 
@@ -225,7 +225,7 @@ def export_onnx_command(ctx: click.Context, artifact: str, out: str | None, subs
     """Export ARTIFACT's network to ONNX (one graph per modality subset, weights stored once), verify it
     against torch and record it in config.json. Needs the torch extra and onnxruntime."""
     from .errors import TerramindNYCError
-    from .onnx_export import export_onnx
+    from .model.export_onnx import export_onnx
 
     def show(line: str) -> None:
         if not ctx.obj.get("quiet"):

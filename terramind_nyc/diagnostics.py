@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .precision import choose_precision, cpu_bf16_flags, cpu_model
+from ._version import __version__
+from .model.precision import choose_precision, cpu_bf16_flags, cpu_model
 from .settings import Settings
 
 __all__ = ["backend_availability", "checkpoint_status", "environment_info", "precision_status"]
@@ -43,7 +43,7 @@ def backend_availability() -> dict[str, dict[str, Any]]:
     detail = "pip install 'terramind-nyc[openvino]'"
     if ov_ok:
         try:
-            from .runtime_openvino import openvino_devices  # torch-free and light; safe here
+            from .model.runtime_openvino import openvino_devices  # torch-free and light; safe here
 
             caps = openvino_devices()
             detail = f"openvino {_version('openvino')}; devices " + ", ".join(
@@ -65,7 +65,7 @@ def precision_status(settings: Settings, backends: dict[str, dict[str, Any]] | N
     if backends["onnx"]["available"]:
         runs["onnx"] = "fp32"  # ONNX Runtime has no bf16 mode for float32 graphs
     if backends["openvino"]["available"]:
-        from .runtime_openvino import openvino_cpu_has_bf16
+        from .model.runtime_openvino import openvino_cpu_has_bf16
 
         runs["openvino (CPU)"] = choose_precision(settings.precision, bf16_supported=openvino_cpu_has_bf16())
     return {"setting": settings.precision, "cpu": cpu_model(), "cpu_bf16_flags": list(flags), "runs": runs}
@@ -120,7 +120,7 @@ def _looks_like_repo_id(s: str) -> bool:
 def environment_info(settings: Settings) -> dict[str, Any]:
     """Everything ``terramind-nyc info`` prints, as a JSON-safe dict."""
     catalog = settings.catalog_path if settings.catalog_provider == "local" else settings.catalog_url
-    from .backends import AUTO_ORDER_DOC
+    from .model.backends import AUTO_ORDER_DOC
 
     backends = backend_availability()
     return {

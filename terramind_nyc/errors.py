@@ -7,10 +7,13 @@ Degraded-but-usable results emit a :class:`TerramindNYCWarning` subclass instead
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "TerramindNYCError",
     "SettingsError",
     "InvalidLocationError",
+    "OutsideDomainError",
     "InvalidInputError",
     "CatalogError",
     "NoSceneError",
@@ -40,6 +43,11 @@ class InvalidLocationError(TerramindNYCError, ValueError):
     """A coordinate is not a finite number, is out of range, or lies outside the domain."""
 
 
+class OutsideDomainError(InvalidLocationError):
+    """A valid coordinate that lies outside the area the library serves (the NYC domain, or the
+    grid CRS's area of use): nothing is wrong with the request except where it points."""
+
+
 class InvalidInputError(TerramindNYCError, ValueError):
     """An argument other than a location is invalid (dates, arrays, sizes, ...)."""
 
@@ -48,12 +56,48 @@ class CatalogError(TerramindNYCError, OSError):
     """A STAC catalog could not be searched (which step and which service is in the message)."""
 
 
+#: Why no scene could be used: ``empty`` (the catalog holds no candidate for the window) or
+#: ``cloud`` (candidates exist but none is clear enough over the chip).
+NoSceneReason = Literal["empty", "cloud"]
+
+
 class NoSceneError(CatalogError, LookupError):
-    """The catalog answered, but no usable scene exists for the request."""
+    """The catalog answered, but no usable scene exists for the request.
+
+    ``reason`` says why: ``"empty"`` (no candidate in the window) or ``"cloud"`` (every
+    candidate is too cloudy or has too much nodata over the chip).
+    """
+
+    def __init__(self, message: str, *, reason: NoSceneReason = "empty") -> None:
+        super().__init__(message)
+        self.reason: NoSceneReason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:  # keep ``reason`` through pickling (process pools)
+        return (_rebuild, (type(self), self.args, {"reason": self.reason}))
+
+
+#: What went wrong reading an asset: ``missing`` (404 / no such file), ``truncated`` (the file or
+#: the transfer broke off), ``server`` (429 / 5xx / timeouts after the retries), ``other``.
+ChipErrorKind = Literal["missing", "truncated", "server", "other"]
 
 
 class ChipError(TerramindNYCError, OSError):
-    """Imagery could not be read onto the chip grid."""
+    """Imagery could not be read onto the chip grid.
+
+    ``kind`` classifies the failure (:data:`ChipErrorKind`; ``"other"`` when unknown) and
+    ``status`` is the HTTP status when one was seen (else None).
+    """
+
+    def __init__(self, message: str, *, kind: ChipErrorKind = "other", status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind: ChipErrorKind = kind
+        self.status: int | None = status
+
+    def __str__(self) -> str:  # OSError formats several args as a tuple; one message is the text
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.args, {"kind": self.kind, "status": self.status}))
 
 
 class ChipNodataError(ChipError, ValueError):
@@ -96,3 +140,8 @@ class ProviderFallbackWarning(TerramindNYCWarning):
 class PrecisionFallbackWarning(TerramindNYCWarning):
     """``precision=bf16`` was asked for where the hardware or the backend has no bf16 mode;
     fp32 runs instead (the result's provenance records the precision that ran)."""
+
+
+def _rebuild(cls: type[BaseException], args: tuple[object, ...], kwargs: dict[str, object]) -> BaseException:
+    """Unpickle an error with keyword-only fields (``reason``, ``kind``, ``status``)."""
+    return cls(*args, **kwargs)  # type: ignore[call-arg]

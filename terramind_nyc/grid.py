@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from affine import Affine
 
-from .errors import InvalidInputError, InvalidLocationError
+from .errors import InvalidInputError, InvalidLocationError, OutsideDomainError
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,7 +79,7 @@ def validate_location(lat: Any, lon: Any, settings: Settings | None = None) -> t
         InvalidLocationError: a coordinate is not a real number (str, None, bool, ...), is NaN or
             infinite, lies outside -90..90 / -180..180, or the point lies outside the domain.
     """
-    s = settings if settings is not None else Settings()
+    s = Settings.resolve(settings)
     la = _as_coordinate(lat, "latitude")
     lo = _as_coordinate(lon, "longitude")
     if not -90.0 <= la <= 90.0:
@@ -90,7 +90,7 @@ def validate_location(lat: Any, lon: Any, settings: Settings | None = None) -> t
         (la0, la1), (lo0, lo1) = s.domain_lat, s.domain_lon
         if not (la0 <= la <= la1 and lo0 <= lo <= lo1):
             hint = " (lat and lon look swapped)" if (la0 <= lo <= la1 and lo0 <= la <= lo1) else ""
-            raise InvalidLocationError(
+            raise OutsideDomainError(
                 f"point ({la}, {lo}) lies outside the NYC domain (lat {la0}..{la1}, lon {lo0}..{lo1}){hint}; "
                 "pass a point in New York City, or Settings(domain_check=False) to accept any point"
             )
@@ -340,7 +340,7 @@ def chip_grid(lat: Any, lon: Any, *, size_m: float | None = None, settings: Sett
     half a pixel of the grid's centre. Raises InvalidLocationError for a bad point (or one
     outside the CRS's area of use) and InvalidInputError for a bad ``size_m``.
     """
-    s = settings if settings is not None else Settings()
+    s = Settings.resolve(settings)
     la, lo = validate_location(lat, lon, s)
     size = s.size_m if size_m is None else _positive_number(size_m, "size_m")
     res = float(s.resolution_m)
@@ -349,7 +349,7 @@ def chip_grid(lat: Any, lon: Any, *, size_m: float | None = None, settings: Sett
     if aou is not None:
         w, so, e, n = aou
         if not (w - 1.0 <= lo <= e + 1.0 and so - 1.0 <= la <= n + 1.0):
-            raise InvalidLocationError(
+            raise OutsideDomainError(
                 f"point ({la}, {lo}) lies outside the area of use of {s.crs} (lon {w}..{e}, lat {so}..{n}); "
                 f"set Settings(crs=...) to a CRS that covers it, e.g. {_utm_code(la, lo)}"
             )

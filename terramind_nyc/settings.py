@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from .errors import SettingsError
+from .errors import InvalidInputError, SettingsError
 
-__all__ = ["Settings", "ENV_PREFIX", "DEFAULT_CHECKPOINT", "PLANETARY_COMPUTER_URL"]
+__all__ = ["Settings", "ENV_PREFIX", "DEFAULT_CHECKPOINT", "KEY_SCOPES", "PLANETARY_COMPUTER_URL"]
 
 ENV_PREFIX = "TERRAMIND_NYC_"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -36,8 +36,22 @@ Precision = Literal["fp32", "bf16", "auto"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
-def _f(default: Any, doc: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"doc": doc, **kw})
+#: Cache-key scopes: ``Settings.key(scope)`` is built from the fields that name the scope, so a
+#: new setting joins a key by saying so where it is declared (``_f(..., scopes=...)``).
+#:
+#: - ``catalog``: which STAC client a request talks to (provider, URL, signer, HTTP, STAC cache);
+#: - ``chip``: which imagery a chip holds (catalog, collections, scene-choice limits, grid);
+#: - ``caches``: the cache configuration (sizes, TTLs, on-disk folder);
+#: - ``model``: which loaded network answers (checkpoint, backend, device, precision, threads);
+#: - ``runtime``: ``model`` plus the tiling of a pass.
+KEY_SCOPES: tuple[str, ...] = ("catalog", "chip", "caches", "model", "runtime")
+
+
+def _f(default: Any, doc: str, *, scopes: tuple[str, ...]) -> Any:
+    unknown = set(scopes) - set(KEY_SCOPES)
+    if unknown:  # pragma: no cover - a typo in a declaration below
+        raise AssertionError(f"unknown settings key scope(s) {sorted(unknown)}")
+    return field(default=default, metadata={"doc": doc, "scopes": tuple(scopes)})
 
 
 @dataclass(frozen=True)
@@ -49,71 +63,78 @@ class Settings:
         "planetary-computer",
         "STAC provider: `planetary-computer`, any `stac-api` at `catalog_url`, or `local` "
         "(an ItemCollection file or folder of item JSON files at `catalog_path`).",
+        scopes=("catalog", "chip"),
     )
-    catalog_url: str = _f(PLANETARY_COMPUTER_URL, "STAC API root URL (planetary-computer / stac-api).")
-    catalog_path: str | None = _f(None, "Local ItemCollection file or folder of items (provider `local`).")
+    catalog_url: str = _f(PLANETARY_COMPUTER_URL, "STAC API root URL (planetary-computer / stac-api).", scopes=("catalog", "chip"))
+    catalog_path: str | None = _f(None, "Local ItemCollection file or folder of items (provider `local`).", scopes=("catalog", "chip"))
     signer: Signer = _f(
         "planetary-computer",
         "Asset URL signer: `planetary-computer` (no-op off Azure blob hosts) or `none`.",
+        scopes=("catalog",),
     )
-    s2_collection: str = _f("sentinel-2-l2a", "Sentinel-2 L2A collection id.")
-    s1_collection: str = _f("sentinel-1-rtc", "Sentinel-1 RTC collection id.")
-    dem_collection: str = _f("cop-dem-glo-30", "Copernicus DEM collection id.")
+    s2_collection: str = _f("sentinel-2-l2a", "Sentinel-2 L2A collection id.", scopes=("chip",))
+    s1_collection: str = _f("sentinel-1-rtc", "Sentinel-1 RTC collection id.", scopes=("chip",))
+    dem_collection: str = _f("cop-dem-glo-30", "Copernicus DEM collection id.", scopes=("chip",))
     # --- scene choice ------------------------------------------------------------------
-    recency_days: int = _f(120, "Search window in days before now (or before `when`) for S2 scenes.")
+    recency_days: int = _f(120, "Search window in days before now (or before `when`) for S2 scenes.", scopes=())
     scene_prefilter_cloud_pct: float = _f(
-        80.0, "Loose server-side prefilter on scene-wide `eo:cloud_cover` (percent, 0-100)."
+        80.0, "Loose server-side prefilter on scene-wide `eo:cloud_cover` (percent, 0-100).",
+        scopes=("chip",),
     )
-    max_cloud: float = _f(0.2, "Highest chip-level cloud fraction (SCL 3, 8, 9, 10) accepted, 0..1.")
-    max_nodata: float = _f(0.1, "Highest chip-level S2 nodata fraction accepted for a scene, 0..1.")
+    max_cloud: float = _f(0.2, "Highest chip-level cloud fraction (SCL 3, 8, 9, 10) accepted, 0..1.", scopes=("chip",))
+    max_nodata: float = _f(0.1, "Highest chip-level S2 nodata fraction accepted for a scene, 0..1.", scopes=("chip",))
     min_valid_fraction: float = _f(
-        0.5, "A chip whose valid-pixel fraction is below this is rejected (never zero-filled), 0..1."
+        0.5, "A chip whose valid-pixel fraction is below this is rejected (never zero-filled), 0..1.",
+        scopes=("chip",),
     )
-    scene_candidates: int = _f(6, "Newest N candidate scenes whose SCL is read on the chip grid.")
-    stale_after_days: int = _f(60, "Warn (StaleSceneWarning) when the chosen S2 scene is older than this at the window end.")
-    s1_window_days: int = _f(12, "S1 RTC pairing window: nearest acquisition within +-N days of S2.")
+    scene_candidates: int = _f(6, "Newest N candidate scenes whose SCL is read on the chip grid.", scopes=("chip",))
+    stale_after_days: int = _f(60, "Warn (StaleSceneWarning) when the chosen S2 scene is older than this at the window end.", scopes=())
+    s1_window_days: int = _f(12, "S1 RTC pairing window: nearest acquisition within +-N days of S2.", scopes=("chip",))
     # --- grid --------------------------------------------------------------------------
-    size_m: float = _f(2240.0, "Default chip window side in metres (224 px at 10 m).")
-    resolution_m: float = _f(10.0, "Grid resolution in metres.")
-    crs: str = _f("EPSG:32618", "Grid CRS (UTM 18N covers NYC).")
-    domain_check: bool = _f(True, "Reject points outside the NYC domain below.")
-    domain_lat: tuple[float, float] = _f((40.49, 40.92), "NYC domain latitude range (min, max).")
-    domain_lon: tuple[float, float] = _f((-74.27, -73.69), "NYC domain longitude range (min, max).")
+    size_m: float = _f(2240.0, "Default chip window side in metres (224 px at 10 m).", scopes=())
+    resolution_m: float = _f(10.0, "Grid resolution in metres.", scopes=("chip",))
+    crs: str = _f("EPSG:32618", "Grid CRS (UTM 18N covers NYC).", scopes=("chip",))
+    domain_check: bool = _f(True, "Reject points outside the NYC domain below.", scopes=())
+    domain_lat: tuple[float, float] = _f((40.49, 40.92), "NYC domain latitude range (min, max).", scopes=())
+    domain_lon: tuple[float, float] = _f((-74.27, -73.69), "NYC domain longitude range (min, max).", scopes=())
     # --- model -------------------------------------------------------------------------
-    checkpoint: str = _f(DEFAULT_CHECKPOINT, "Checkpoint: a local artifact directory or a Hugging Face repo id.")
-    checkpoint_revision: str | None = _f(None, "Hugging Face revision (tag, branch or commit) to pin.")
+    checkpoint: str = _f(DEFAULT_CHECKPOINT, "Checkpoint: a local artifact directory or a Hugging Face repo id.", scopes=("model", "runtime"))
+    checkpoint_revision: str | None = _f(None, "Hugging Face revision (tag, branch or commit) to pin.", scopes=("model", "runtime"))
     backend: Backend = _f(
         "auto",
         "Inference backend: `auto` (OpenVINO on a bf16 CPU, else ONNX Runtime, when the artifact has an ONNX "
         "export; else torch), `torch`, `onnx` (ONNX Runtime), `openvino`.",
+        scopes=("model", "runtime"),
     )
-    device: Device = _f("auto", "Torch device: `auto`, `cpu`, `cuda` (ROCm builds report as cuda).")
+    device: Device = _f("auto", "Torch device: `auto`, `cpu`, `cuda` (ROCm builds report as cuda).", scopes=("model", "runtime"))
     onnx_providers: tuple[str, ...] = _f(
         ("MIGraphXExecutionProvider", "ROCMExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
         "ONNX Runtime execution providers in priority order (filtered to those installed).",
+        scopes=("model", "runtime"),
     )
     precision: Precision = _f(
         "auto",
         "Numeric precision of the network: `fp32` (IEEE float32), `bf16` (bfloat16 where the hardware and "
         "backend support it, else fp32 with a warning) or `auto` (bf16 on GPUs with bf16 and on CPUs with "
         "AMX-BF16 / AVX512-BF16, else fp32).",
+        scopes=("model", "runtime"),
     )
-    threads: int | None = _f(None, "Intra-op threads for torch / ONNX Runtime (None: library default).")
-    tile_overlap_px: int = _f(32, "Overlap in pixels between neighbouring 224 tiles of a tiled pass.")
-    tile_batch: int = _f(8, "Tiles per forward pass (memory bound).")
+    threads: int | None = _f(None, "Intra-op threads for torch / ONNX Runtime (None: library default).", scopes=("model", "runtime"))
+    tile_overlap_px: int = _f(32, "Overlap in pixels between neighbouring 224 tiles of a tiled pass.", scopes=("runtime",))
+    tile_batch: int = _f(8, "Tiles per forward pass (memory bound).", scopes=("runtime",))
     # --- network -----------------------------------------------------------------------
-    http_timeout_s: float = _f(20.0, "Timeout of one HTTP request (connect and read), seconds.")
-    http_retries: int = _f(3, "Retries of a transient HTTP failure (timeout, 429, 5xx).")
-    http_backoff_s: float = _f(0.5, "First retry backoff in seconds (doubles, capped at 8 s).")
-    deadline_s: float = _f(120.0, "Overall deadline of one chip request, seconds.")
-    io_threads: int = _f(8, "Parallel asset reads per chip.")
+    http_timeout_s: float = _f(20.0, "Timeout of one HTTP request (connect and read), seconds.", scopes=("catalog",))
+    http_retries: int = _f(3, "Retries of a transient HTTP failure (timeout, 429, 5xx).", scopes=("catalog",))
+    http_backoff_s: float = _f(0.5, "First retry backoff in seconds (doubles, capped at 8 s).", scopes=("catalog",))
+    deadline_s: float = _f(120.0, "Overall deadline of one chip request, seconds.", scopes=())
+    io_threads: int = _f(8, "Parallel asset reads per chip.", scopes=())
     # --- caches ------------------------------------------------------------------------
-    cache_enabled: bool = _f(True, "Enable in-memory caches (STAC searches, chips, results).")
-    stac_cache_ttl_s: float = _f(900.0, "Time-to-live of cached STAC searches, seconds.")
-    chip_cache_bytes: int = _f(512 * 1024 * 1024, "Byte bound of the in-memory LRU chip cache.")
-    result_cache_ttl_s: float = _f(3600.0, "Time-to-live of cached results, seconds.")
-    result_cache_size: int = _f(256, "Most results kept in the result cache.")
-    cache_dir: str | None = _f(None, "Optional on-disk chip cache directory.")
+    cache_enabled: bool = _f(True, "Enable in-memory caches (STAC searches, chips, results).", scopes=("catalog",))
+    stac_cache_ttl_s: float = _f(900.0, "Time-to-live of cached STAC searches, seconds.", scopes=("catalog", "caches"))
+    chip_cache_bytes: int = _f(512 * 1024 * 1024, "Byte bound of the in-memory LRU chip cache.", scopes=("caches",))
+    result_cache_ttl_s: float = _f(3600.0, "Time-to-live of cached results, seconds.", scopes=("caches",))
+    result_cache_size: int = _f(256, "Most results kept in the result cache.", scopes=("caches",))
+    cache_dir: str | None = _f(None, "Optional on-disk chip cache directory.", scopes=("caches",))
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -144,6 +165,29 @@ class Settings:
         if unknown:
             raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def resolve(cls, settings: Settings | None) -> Settings:
+        """The settings a call runs with: ``settings`` itself, or ``Settings.from_env()`` for None.
+
+        The one default path of the library: every public function that takes ``settings=None``
+        goes through here. Anything that is not a :class:`Settings` is an InvalidInputError.
+        """
+        if settings is None:
+            return cls.from_env()
+        if not isinstance(settings, Settings):
+            raise InvalidInputError(f"settings must be a terramind_nyc.Settings, got {type(settings).__name__}")
+        return settings
+
+    def key(self, scope: str) -> tuple[tuple[str, Any], ...]:
+        """The ``(name, value)`` pairs of every field in cache-key ``scope`` (see :data:`KEY_SCOPES`).
+
+        Hashable; two settings give the same key exactly when every field that matters to the
+        scope is equal.
+        """
+        if scope not in KEY_SCOPES:
+            raise SettingsError(f"unknown settings key scope {scope!r}; use one of {KEY_SCOPES}")
+        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if scope in f.metadata["scopes"])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of all settings."""

@@ -117,7 +117,7 @@ def _clean_servers() -> Iterator[None]:
 
     GDAL's HTTP cache is process-wide: cleared too, so one test's cached ranges never answer
     another's requests (or hide its faults)."""
-    from terramind_nyc.chips import clear_gdal_http_cache
+    from terramind_nyc.imagery.reader import clear_gdal_http_cache
 
     clear_gdal_http_cache()
     for s in _STARTED:

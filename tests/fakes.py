@@ -12,7 +12,7 @@ import pytest
 
 import terramind_nyc.api as api
 from terramind_nyc.cache import clear_caches
-from terramind_nyc.chips import Chip
+from terramind_nyc.imagery.reader import Chip
 from terramind_nyc.errors import MissingModalityWarning
 
 CLASSES = ("water", "developed", "forest", "herbaceous", "other")
@@ -59,7 +59,7 @@ class FakeReader:
                   "DEM": (10 + f)[None]}
         for m in self.missing:
             arrays.pop(m)
-            # like the real reader (terramind_nyc.chips.read_chip)
+            # like the real reader (terramind_nyc.imagery.reader.read_chip)
             warnings.warn(f"{m} unavailable for this chip: fake", MissingModalityWarning, stacklevel=2)
         valid = np.ones(grid.shape, bool)
         if self.corner_invalid:

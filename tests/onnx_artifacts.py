@@ -18,7 +18,7 @@ _built: dict[str, Path] = {}
 def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's tiny artifact (seed 7) with its default ONNX export."""
     if "tiny" not in _built:
-        from terramind_nyc.onnx_export import export_onnx
+        from terramind_nyc.model.export_onnx import export_onnx
         from terramind_nyc.testing.model import make_tiny_artifact
 
         path = make_tiny_artifact(tmp_path_factory.mktemp("onnx") / "tiny", seed=7)
@@ -29,8 +29,8 @@ def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reference_runtime(path: Path):  # -> TorchRuntime (torch is imported only when called)
     """torch on the CPU in IEEE fp32 over ``path``: the reference of every backend parity test."""
-    from terramind_nyc.backends import load_runtime
-    from terramind_nyc.runtime import TorchRuntime
+    from terramind_nyc.model.backends import load_runtime
+    from terramind_nyc.model.runtime import TorchRuntime
 
     rt = load_runtime(str(path), backend="torch", device="cpu", precision="fp32")
     assert isinstance(rt, TorchRuntime) and rt.precision.used == "fp32"

@@ -242,7 +242,7 @@ def test_grouping_shares_dense_points_and_splits_far_ones():
     """A group is kept only when its union window costs no more model tiles than separate windows."""
     from terramind_nyc.api import _group_windows
     from terramind_nyc.grid import chip_grid
-    from terramind_nyc.tiling import plan_tiles, tile_count
+    from terramind_nyc.model.tiling import plan_tiles, tile_count
 
     s = Settings()
     rng = np.random.default_rng(3)

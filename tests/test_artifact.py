@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from terramind_nyc.artifact import (
+from terramind_nyc.model.artifact import (
     CONFIG_FILE,
     ONNX_FILE,
     SCHEMA_VERSION,
@@ -191,7 +191,7 @@ def test_locate_onnx_fetches_only_the_config_and_the_onnx_files(tmp_path: Path, 
 
 
 def test_reading_a_config_does_not_import_torch(tiny_dir: Path):
-    code = (f"import sys; from terramind_nyc.artifact import read_config; c = read_config({str(tiny_dir)!r}); "
+    code = (f"import sys; from terramind_nyc.model.artifact import read_config; c = read_config({str(tiny_dir)!r}); "
             "print(c.encoder, 'torch' in sys.modules, 'terratorch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -398,7 +398,7 @@ def test_unreachable_hub_fails_fast_and_says_so(tmp_path: Path, monkeypatch: pyt
 
     from huggingface_hub import constants
 
-    from terramind_nyc import artifact as artifact_mod
+    from terramind_nyc.model import artifact as artifact_mod
 
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
@@ -423,7 +423,7 @@ def loopback_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """huggingface_hub pointed at a HubServer on 127.0.0.1 with an empty cache."""
     from huggingface_hub import constants
 
-    from terramind_nyc import artifact as artifact_mod
+    from terramind_nyc.model import artifact as artifact_mod
     from terramind_nyc.testing import HubServer
 
     with HubServer() as hub:

@@ -54,7 +54,7 @@ def test_jsonl_keeps_order_index_and_errors(tmp_path, fakes):
     assert sorted(r["index"] for r in rows) == [0, 1, 2, 3, 4]
     by = {r["id"]: r for r in rows}
     assert by["p0"]["ok"] and by["p0"]["result"]["class_names"] == list(CLASSES)
-    assert not by["p2"]["ok"] and by["p2"]["error_type"] == "InvalidLocationError"
+    assert not by["p2"]["ok"] and by["p2"]["error_type"] == "OutsideDomainError"  # an InvalidLocationError
     assert not by["bad"]["ok"]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pystac
 import pytest
 
-from terramind_nyc.catalog import (
+from terramind_nyc.imagery.catalog import (
     Catalog,
     Deadline,
     choose_s2_scene,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from terramind_nyc.catalog import Catalog, Deadline, get_catalog, iso_z, resolve_when
-from terramind_nyc.chips import (
+from terramind_nyc.imagery.catalog import Catalog, Deadline, get_catalog, iso_z, resolve_when
+from terramind_nyc.imagery.reader import (
     DEM_BANDS,
     MODALITIES,
     S1_BANDS,
@@ -298,7 +298,7 @@ def test_cog_404_is_a_chip_error_naming_asset_and_host(fixture_catalog: Any, loc
 
 def test_clear_gdal_http_cache(fixture_catalog: Any, local_settings: Settings) -> None:
     """A URL GDAL has read is served from its cache (no request) until the cache is cleared."""
-    from terramind_nyc.chips import clear_gdal_http_cache
+    from terramind_nyc.imagery.reader import clear_gdal_http_cache
 
     fx = fixture_catalog
     href = fx.catalog.item(fx.catalog.expected["no_dem"]["s2_ids"][0])["assets"]["B03"]["href"]
@@ -487,7 +487,7 @@ def test_reader_matches_odc_stac(fixture_catalog: Any, local_settings: Settings)
     odc_stac = pytest.importorskip("odc.stac")
     import pystac
 
-    from terramind_nyc.chips import _read_asset
+    from terramind_nyc.imagery.reader import _read_asset
 
     fx = fixture_catalog
     exp = fx.catalog.expected["tile_edge"]

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 pytest.importorskip("torch")  # the random-weight checkpoint needs the torch extra
 
-import terramind_nyc.backends as runtime_mod  # noqa: E402
-import terramind_nyc.precision as precision_mod  # noqa: E402
+import terramind_nyc.model.backends as runtime_mod  # noqa: E402
+import terramind_nyc.model.precision as precision_mod  # noqa: E402
 from terramind_nyc import CheckpointNotFoundError, fetch, fetch_many, fetch_riprap  # noqa: E402
 from terramind_nyc.cache import clear_caches  # noqa: E402
 from terramind_nyc.cli import cli  # noqa: E402
@@ -139,7 +139,7 @@ def test_on_disk_chip_cache_survives_the_process_caches(world, tmp_path, monkeyp
 
 def test_checkpoint_with_another_s2_offset_rule_is_refused(world, tmp_path):
     from terramind_nyc import CheckpointError
-    from terramind_nyc.artifact import S2OffsetRule
+    from terramind_nyc.model.artifact import S2OffsetRule
     from terramind_nyc.testing.model import tiny_config
 
     cat, _ = world

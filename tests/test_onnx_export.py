@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 from click.testing import CliRunner
 from onnx_artifacts import copy_artifact, exported_tiny
 
-from terramind_nyc.artifact import (
+from terramind_nyc.model.artifact import (
     CONFIG_FILE,
     ONNX_DATA_FILE,
     ONNX_FILE,
@@ -28,7 +28,7 @@ from terramind_nyc.artifact import (
 )
 from terramind_nyc.cli import cli
 from terramind_nyc.errors import InvalidInputError
-from terramind_nyc.onnx_export import export_onnx, resolve_subsets
+from terramind_nyc.model.export_onnx import export_onnx, resolve_subsets
 from terramind_nyc.testing.model import make_tiny_artifact, tiny_config
 
 SUBSET_FILES = {
@@ -144,7 +144,7 @@ def test_float16_export_into_another_folder_holds_argmax_parity(plain: Path, tmp
     assert rec.precision == "float16" and rec.tolerance == 1e-2
     assert rec.argmax_agreement >= 0.99 and rec.max_abs_diff <= 1e-2
     assert (tmp_path / "fp16" / ONNX_DATA_FILE).stat().st_size < 0.6 * (plain / WEIGHTS_FILE).stat().st_size
-    from terramind_nyc.backends import load_runtime
+    from terramind_nyc.model.backends import load_runtime
 
     rng = np.random.default_rng(0)
     x = {"S2L2A": rng.integers(0, 6000, (12, 224, 224)).astype(np.uint16),

@@ -20,12 +20,12 @@ pytest.importorskip("onnxruntime")
 from fakes import assert_threads_agree, raw
 from onnx_artifacts import copy_artifact, exported_tiny, reference_runtime
 
-from terramind_nyc import backends as backends_mod
-from terramind_nyc import runtime as rt_mod
-from terramind_nyc.artifact import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, has_onnx_export, locate_onnx, weights_sha256
+from terramind_nyc.model import backends as backends_mod
+from terramind_nyc.model import runtime as rt_mod
+from terramind_nyc.model.artifact import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, has_onnx_export, locate_onnx, weights_sha256
 from terramind_nyc.errors import BackendError, CheckpointError, CheckpointNotFoundError
-from terramind_nyc.backends import get_runtime, load_runtime
-from terramind_nyc.runtime import OnnxRuntime, ProviderFallbackWarning, TorchRuntime
+from terramind_nyc.model.backends import get_runtime, load_runtime
+from terramind_nyc.model.runtime import OnnxRuntime, ProviderFallbackWarning, TorchRuntime
 from terramind_nyc.settings import Settings
 from terramind_nyc.testing.model import make_tiny_artifact
 
@@ -276,7 +276,7 @@ def test_config_classes_that_disagree_with_the_graphs(exported, tmp_path):
 def test_onnx_serving_never_imports_torch(exported):
     code = (
         "import sys, numpy as np\n"
-        "from terramind_nyc.backends import get_runtime\n"
+        "from terramind_nyc.model.backends import get_runtime\n"
         "from terramind_nyc.settings import Settings\n"
         f"rt = get_runtime(Settings(checkpoint={str(exported)!r}, precision='fp32'))\n"
         "p = rt.predict({'S2L2A': np.full((12, 230, 230), 1500, np.uint16)})\n"

@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 from fakes import raw
 
-from terramind_nyc import precision as precision_mod
+from terramind_nyc.model import precision as precision_mod
 from terramind_nyc.cli import cli
 from terramind_nyc.errors import PrecisionFallbackWarning, SettingsError
-from terramind_nyc.precision import (
+from terramind_nyc.model.precision import (
     CPU_BF16_FLAGS,
     PrecisionChoice,
     choose_precision,
@@ -131,10 +131,10 @@ def _in_fresh_process(code: str) -> str:
 def test_importing_terratorch_through_the_helper_keeps_the_callers_setting(before):
     code = ("import torch\n"
             f"torch.set_float32_matmul_precision({before!r})\n"
-            "from terramind_nyc.compat import terratorch_imports\n"
+            "from terramind_nyc.model.compat import terratorch_imports\n"
             "with terratorch_imports():\n"
             "    from terratorch.registry import BACKBONE_REGISTRY\n"
-            "from terramind_nyc.network import build_network\n"
+            "from terramind_nyc.model.network import build_network\n"
             "from terramind_nyc.testing.model import tiny_config\n"
             "build_network(tiny_config())\n"
             "print(torch.get_float32_matmul_precision())\n")
@@ -145,7 +145,7 @@ def test_importing_terratorch_through_the_helper_keeps_the_callers_setting(befor
 def test_a_plain_terratorch_import_is_the_trap_the_helper_closes():
     """terratorch 1.2.11 sets "medium" for the whole process at import (DESIGN section 8)."""
     code = ("import torch\n"
-            "from terramind_nyc.compat import ensure_torchvision_importable\n"
+            "from terramind_nyc.model.compat import ensure_torchvision_importable\n"
             "ensure_torchvision_importable()\n"
             "import terratorch\n"
             "print(torch.get_float32_matmul_precision())\n")
@@ -183,7 +183,7 @@ def test_a_torch_pass_runs_its_precision_and_leaves_the_callers_setting(tiny_art
                                                                        precision):
     import torch
 
-    from terramind_nyc import backends as rt_mod
+    from terramind_nyc.model import backends as rt_mod
 
     monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("avx512_bf16",))  # bf16 runs on any CPU here
     old = torch.get_float32_matmul_precision()
@@ -207,7 +207,7 @@ def test_a_torch_pass_runs_its_precision_and_leaves_the_callers_setting(tiny_art
 def test_a_caller_on_torchs_per_backend_api_gets_its_values_back(tiny_artifact):
     import torch
 
-    from terramind_nyc.backends import load_runtime
+    from terramind_nyc.model.backends import load_runtime
 
     rt = load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="fp32")
     mk = torch.backends.mkldnn.matmul
@@ -228,7 +228,7 @@ def test_a_caller_on_torchs_per_backend_api_gets_its_values_back(tiny_artifact):
 def test_concurrent_passes_share_one_scope_and_restore_the_setting():
     import torch
 
-    from terramind_nyc.precision import torch_numerics
+    from terramind_nyc.model.precision import torch_numerics
 
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
@@ -255,7 +255,7 @@ def test_concurrent_passes_share_one_scope_and_restore_the_setting():
 
 @torch_only
 def test_bf16_agrees_with_fp32_on_the_tiny_model(tiny_artifact, monkeypatch):
-    from terramind_nyc import backends as rt_mod
+    from terramind_nyc.model import backends as rt_mod
 
     monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("amx_bf16",))
     x = raw(300, 260, seed=5)
@@ -270,7 +270,7 @@ def test_bf16_agrees_with_fp32_on_the_tiny_model(tiny_artifact, monkeypatch):
 
 @torch_only
 def test_torch_auto_follows_the_cpu_flags(tiny_artifact, monkeypatch):
-    from terramind_nyc import backends as rt_mod
+    from terramind_nyc.model import backends as rt_mod
 
     monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ())
     rt = rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="auto")

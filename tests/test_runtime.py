@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 
 from fakes import assert_threads_agree, raw
 
-from terramind_nyc import backends as rt_mod
-from terramind_nyc.artifact import WEIGHTS_FILE
-from terramind_nyc.compat import terratorch_imports
+from terramind_nyc.model import backends as rt_mod
+from terramind_nyc.model.artifact import WEIGHTS_FILE
+from terramind_nyc.model.compat import terratorch_imports
 from terramind_nyc.errors import (
     BackendError,
     CheckpointError,
@@ -23,8 +23,8 @@ from terramind_nyc.errors import (
     InvalidInputError,
     SettingsError,
 )
-from terramind_nyc.backends import get_runtime, load_runtime
-from terramind_nyc.runtime import (
+from terramind_nyc.model.backends import get_runtime, load_runtime
+from terramind_nyc.model.runtime import (
     TorchRuntime,
     standardise,
     validate_inputs,

@@ -16,13 +16,13 @@ pytest.importorskip("onnxruntime")
 from fakes import assert_threads_agree, raw
 from onnx_artifacts import exported_tiny, reference_runtime
 
-from terramind_nyc import backends as rt_mod
-from terramind_nyc import precision as precision_mod
-from terramind_nyc import runtime_openvino as ov_mod
-from terramind_nyc.backends import get_runtime, load_runtime
+from terramind_nyc.model import backends as rt_mod
+from terramind_nyc.model import precision as precision_mod
+from terramind_nyc.model import runtime_openvino as ov_mod
+from terramind_nyc.model.backends import get_runtime, load_runtime
 from terramind_nyc.errors import BackendError, CheckpointNotFoundError, PrecisionFallbackWarning
-from terramind_nyc.runtime import OnnxRuntime, TorchRuntime
-from terramind_nyc.runtime_openvino import OpenVinoRuntime
+from terramind_nyc.model.runtime import OnnxRuntime, TorchRuntime
+from terramind_nyc.model.runtime_openvino import OpenVinoRuntime
 from terramind_nyc.settings import Settings
 from terramind_nyc.testing.model import make_tiny_artifact
 
@@ -161,7 +161,7 @@ def test_a_cuda_device_is_refused(exported):
 
 
 def test_a_subset_without_a_graph_names_the_export(tmp_path):
-    from terramind_nyc.onnx_export import export_onnx
+    from terramind_nyc.model.export_onnx import export_onnx
 
     path = make_tiny_artifact(tmp_path / "full-only", seed=3)
     export_onnx(path, subsets="full")

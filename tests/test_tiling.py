@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from terramind_nyc.errors import InvalidInputError
-from terramind_nyc.tiling import TileBlender, blend_mask, extract_tiles, plan_tiles, softmax
+from terramind_nyc.model.tiling import TileBlender, blend_mask, extract_tiles, plan_tiles, softmax
 
 
 def test_one_tile_window_is_a_single_tile_without_margin():
@@ -39,7 +39,7 @@ def test_small_sides_are_padded_up_to_a_tile(h, w, n):
 
 def test_blend_mask_matches_terratorch():
     pytest.importorskip("torch")
-    from terramind_nyc.compat import terratorch_imports
+    from terramind_nyc.model.compat import terratorch_imports
 
     with terratorch_imports():
         from terratorch.tasks.tiled_inference import get_blend_mask

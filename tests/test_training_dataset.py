@@ -156,7 +156,7 @@ def test_missing_s1_is_skipped_unless_allowed(env: dict[str, Any], tmp_path: Pat
 
 def test_interrupted_build_resumes_and_never_indexes_half_chips(env: dict[str, Any], tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from terramind_nyc.chips import read_chip
+    from terramind_nyc.imagery.reader import read_chip
 
     out = tmp_path / "ds"
     scenarios = ("clear", "cloudy_vs_clear", "all_cloudy")

@@ -66,8 +66,8 @@ def test_gate_command_writes_markdown_and_json(runs: dict[str, Path], tmp_path: 
 
 def test_export_writes_an_artifact_terramind_nyc_loads(runs: dict[str, Path], tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from terramind_nyc.artifact import load_artifact
-    from terramind_nyc.backends import load_runtime
+    from terramind_nyc.model.artifact import load_artifact
+    from terramind_nyc.model.backends import load_runtime
 
     out = tmp_path / "artifact"
     assert main(["export", str(runs["multi"]), "--out", str(out), "--json", "--device", "cpu"]) == 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from terramind_nyc.runtime import standardise, validate_inputs
+from terramind_nyc.model.runtime import standardise, validate_inputs
 from training import modelconfig
 from training.cli import main
 from training.data import NYCDataModule, d4
@@ -200,7 +200,7 @@ def test_every_head_parameter_is_in_the_optimizer(dataset: Path, tmp_path: Path,
     """The pitfalls of the client's earlier draft: heads made after the optimizer (never trained) and a
     pyramid faked by interpolation. The optimizer Lightning actually steps must hold every parameter of
     every head, decoder and the learned pyramid."""
-    from terramind_nyc.compat import terratorch_imports
+    from terramind_nyc.model.compat import terratorch_imports
 
     with terratorch_imports():
         from terratorch.models.necks import LearnedInterpolateToPyramidal

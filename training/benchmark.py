@@ -56,7 +56,7 @@ def bench_fit(*, encoder: str = "terramind_v1_base", batch_size: int = 16, steps
               precision: str = "bf16-mixed", tile_size: int = 224, device: str = "auto",
               workdir: str | Path | None = None, num_workers: int = 2) -> BenchResult:
     """Run ``warmup + steps`` training steps and time the last ``steps``."""
-    from terramind_nyc.compat import ensure_torchvision_importable
+    from terramind_nyc.model.compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     import lightning.pytorch as L

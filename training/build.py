@@ -237,7 +237,7 @@ class Sources:
     """Optional polygon (grid CRS) outside which building labels are -1."""
     extent_crs: str | None = None
     read_chip: Callable[..., Any] | None = None
-    """``read_chip(grid, when=..., settings=..., deadline=...)``; default terramind_nyc.chips.read_chip."""
+    """``read_chip(grid, when=..., settings=..., deadline=...)``; default terramind_nyc.imagery.reader.read_chip."""
     read_worldcover: Callable[[ChipGrid], Any] | None = None
     """``grid -> WorldCoverLabels``; default: search ``esa-worldcover`` in the settings' catalog."""
 
@@ -250,7 +250,7 @@ def _default_worldcover(src: Sources) -> Callable[[ChipGrid], Any]:
     """WorldCover through terramind_nyc's catalog (same provider, signing, retries, deadline)."""
     from datetime import datetime
 
-    from terramind_nyc.catalog import Deadline, get_catalog
+    from terramind_nyc.imagery.catalog import Deadline, get_catalog
 
     from .worldcover import worldcover_labels
 
@@ -279,7 +279,7 @@ def _extent_in(src: Sources, crs: str) -> Any:
 
 def _one_chip(opts: BuildOptions, src: Sources, grid: ChipGrid, cid: str, lat: float, lon: float,
               read_chip: Callable[..., Any], read_wc: Callable[[ChipGrid], Any]) -> ChipRecord:
-    from terramind_nyc.catalog import Deadline
+    from terramind_nyc.imagery.catalog import Deadline
 
     deadline = Deadline(src.settings.deadline_s)
     with warnings.catch_warnings():  # a missing modality is recorded in the chip record instead
@@ -341,7 +341,7 @@ def _jsonable(x: Any) -> Any:
 
 def _reader_offset_rule() -> dict[str, Any]:
     """The S2 offset rule terramind_nyc's reader applies, in the artifact config's terms (export checks it)."""
-    from terramind_nyc.chips import S2_OFFSET_DN
+    from terramind_nyc.imagery.reader import S2_OFFSET_DN
 
     from .modelconfig import default_config
 
@@ -358,7 +358,7 @@ def _meta(opts: BuildOptions, src: Sources) -> dict[str, Any]:
         "tile_size": opts.size_px,
         "resolution_m": src.settings.resolution_m,
         "crs": src.settings.crs,
-        "offset_rule": "S2 L2A DN harmonised by terramind_nyc.chips (processing baseline >= 04.00: -1000, clip 0)",
+        "offset_rule": "S2 L2A DN harmonised by terramind_nyc.imagery.reader (processing baseline >= 04.00: -1000, clip 0)",
         "s2_offset": _reader_offset_rule(),
         "sources": {
             "imagery": {"provider": src.settings.catalog_provider,
@@ -407,7 +407,7 @@ def build_dataset(opts: BuildOptions, src: Sources) -> BuildSummary:
     index.save(root)
     read_chip = src.read_chip
     if read_chip is None:
-        from terramind_nyc.chips import read_chip as _rc
+        from terramind_nyc.imagery.reader import read_chip as _rc
 
         read_chip = _rc
     read_wc = src.read_worldcover or _default_worldcover(src)

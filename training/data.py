@@ -1,7 +1,7 @@
 """The datamodule: chips from the dataset layout -> ``(inputs, targets)`` batches.
 
 ``inputs`` is ``{modality: float32 tensor (B, C, H, W)}`` (``(B, C, T, H, W)`` with T > 1
-timesteps) standardised by ``terramind_nyc.runtime``'s own function with the model config's
+timesteps) standardised by ``terramind_nyc.model.runtime``'s own function with the model config's
 statistics (one implementation for training and inference; nodata -> 0 after standardising);
 ``targets`` is ``{head: int64 tensor (B, H, W)}`` with -1 = ignore.
 
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from terramind_nyc.compat import ensure_torchvision_importable
+from terramind_nyc.model.compat import ensure_torchvision_importable
 
 from .errors import DatasetError, TrainingConfigError
 from .labels import IGNORE_INDEX, check_mask

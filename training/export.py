@@ -3,7 +3,7 @@
 The buildings decision threshold is chosen on the *validation* split (the probability that
 maximises the building IoU); test metrics are then measured once, with that threshold, and
 written into the artifact's config with the training provenance. The artifact is written by
-``terramind_nyc.artifact``'s own save function, so ``terramind_nyc`` loads it directly.
+``terramind_nyc.model.artifact``'s own save function, so ``terramind_nyc`` loads it directly.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from terramind_nyc.compat import ensure_torchvision_importable
+from terramind_nyc.model.compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 

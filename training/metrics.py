@@ -52,7 +52,7 @@ class HeadMetrics(nn.Module):
 
     def __init__(self, head: str, class_names: Sequence[str]) -> None:
         super().__init__()
-        from terramind_nyc.compat import ensure_torchvision_importable
+        from terramind_nyc.model.compat import ensure_torchvision_importable
 
         ensure_torchvision_importable()  # torchmetrics imports torchvision
         from torchmetrics.classification import MulticlassConfusionMatrix

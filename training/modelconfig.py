@@ -1,11 +1,11 @@
 """The training side of terramind_nyc's model modules: one config, one network, one standardisation.
 
 Everything model-shaped comes from ``terramind_nyc``: the config schema and its defaults
-(:class:`terramind_nyc.artifact.ModelConfig`: classes, colours, bands, statistics, offset rule),
-the network (:func:`terramind_nyc.network.build_network`), the standardisation
-(:func:`terramind_nyc.runtime.validate_inputs` + :func:`terramind_nyc.runtime.standardise`, the
-functions inference runs), the artifact writer (:func:`terramind_nyc.artifact.save_artifact`) and
-the runtime that serves it (:func:`terramind_nyc.backends.load_runtime`). This module only selects
+(:class:`terramind_nyc.model.artifact.ModelConfig`: classes, colours, bands, statistics, offset rule),
+the network (:func:`terramind_nyc.model.network.build_network`), the standardisation
+(:func:`terramind_nyc.model.runtime.validate_inputs` + :func:`terramind_nyc.model.runtime.standardise`, the
+functions inference runs), the artifact writer (:func:`terramind_nyc.model.artifact.save_artifact`) and
+the runtime that serves it (:func:`terramind_nyc.model.backends.load_runtime`). This module only selects
 and converts; it holds no second copy of any of them.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from terramind_nyc.artifact import ENCODERS, ModelConfig
+from terramind_nyc.model.artifact import ENCODERS, ModelConfig
 from terramind_nyc.errors import CheckpointError
 
 from .errors import TrainingConfigError
@@ -100,7 +100,7 @@ def band_counts(config: ModelConfig) -> dict[str, int]:
 
 def _standardise(config: ModelConfig, arrays: Mapping[str, np.ndarray],
                  valid: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from terramind_nyc.runtime import standardise, validate_inputs
+    from terramind_nyc.model.runtime import standardise, validate_inputs
 
     checked, ok, _ = validate_inputs(config, arrays, valid)
     return standardise(config, checked, ok)
@@ -113,7 +113,7 @@ def standardiser(config: ModelConfig) -> Any:
 
 def build_network(config: ModelConfig, *, pretrained: bool | str) -> Any:
     """terramind_nyc's multi-head network for ``config`` (pretrained encoder from the hub or a local file)."""
-    from terramind_nyc.network import build_network as _build
+    from terramind_nyc.model.network import build_network as _build
 
     if isinstance(pretrained, str) and not Path(pretrained).is_file():
         raise TrainingConfigError(
@@ -154,14 +154,14 @@ def finalise_config(config: ModelConfig, *, building_threshold: float | None, pr
 
 def save_artifact(network: Any, config: ModelConfig, out: str | Path) -> Path:
     """Write the artifact with terramind_nyc's own writer (replacing an existing one)."""
-    from terramind_nyc.artifact import save_artifact as _save
+    from terramind_nyc.model.artifact import save_artifact as _save
 
     return _save(network, config, out, overwrite=True)
 
 
 def load_runtime(path: str | Path, device: str = "cpu") -> Any:
     """terramind_nyc's torch runtime over an artifact directory."""
-    from terramind_nyc.backends import load_runtime as _load
+    from terramind_nyc.model.backends import load_runtime as _load
 
     return _load(str(path), backend="torch", device=device)
 

@@ -5,7 +5,7 @@ code: the network is built from the model config restricted to those heads. The 
 every head) is built in ``__init__``, before Lightning calls ``configure_optimizers``, whose
 parameter groups are taken from the live module: encoder parameters at ``lr_encoder`` (absent
 when the encoder is frozen), neck and heads at ``lr_heads``. The feature pyramid is the neck's
-learned one (terramind_nyc.network). Loss = sum over heads of ``loss_weights[head] * loss[head]``.
+learned one (terramind_nyc.model.network). Loss = sum over heads of ``loss_weights[head] * loss[head]``.
 
 Logged: ``train/loss``, ``train/<head>_loss``, ``val/loss``, ``val/<head>_loss`` and per head
 ``val/<head>_mIoU``, ``val/<head>_IoU_<class>``, ``val/<head>_F1``, ``val/<head>_pixel_acc``
@@ -22,8 +22,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from terramind_nyc.compat import ensure_torchvision_importable
-from terramind_nyc.precision import fp32_matmul_precision
+from terramind_nyc.model.compat import ensure_torchvision_importable
+from terramind_nyc.model.precision import fp32_matmul_precision
 
 from . import modelconfig
 from .errors import TrainingConfigError

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..artifact import ModelConfig
+from ..model.artifact import ModelConfig
 
 __all__ = ["make_tiny_artifact", "make_tiny_network", "tiny_config"]
 
@@ -27,10 +27,10 @@ def tiny_config(**changes: Any) -> ModelConfig:
 
 
 def make_tiny_network(config: ModelConfig | None = None, *, seed: int = 0) -> Any:
-    """A :class:`~terramind_nyc.network.MultiHeadTerraMind` with seeded random weights, in eval mode."""
+    """A :class:`~terramind_nyc.model.network.MultiHeadTerraMind` with seeded random weights, in eval mode."""
     import torch
 
-    from ..network import build_network
+    from ..model.network import build_network
 
     config = tiny_config() if config is None else config
     state = torch.random.get_rng_state()
@@ -45,7 +45,7 @@ def make_tiny_network(config: ModelConfig | None = None, *, seed: int = 0) -> An
 def make_tiny_artifact(directory: str | os.PathLike[str], *, config: ModelConfig | None = None, seed: int = 0,
                        overwrite: bool = True) -> Path:
     """Write a tiny random-weight artifact (``config.json`` + ``model.safetensors``) to ``directory``."""
-    from ..artifact import save_artifact
+    from ..model.artifact import save_artifact
 
     net = make_tiny_network(config, seed=seed)
     return save_artifact(net, None, directory, overwrite=overwrite)

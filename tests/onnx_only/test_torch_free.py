@@ -82,8 +82,8 @@ def test_selfcheck_without_torch(tmp_path: Path, backend: str):
 
 def test_auto_backend_follows_the_cpu_without_torch():
     """auto: OpenVINO in bf16 where it sees bf16 units on this CPU, else ONNX Runtime in fp32."""
-    from terramind_nyc.backends import get_runtime
-    from terramind_nyc.runtime_openvino import openvino_cpu_has_bf16
+    from terramind_nyc.model.backends import get_runtime
+    from terramind_nyc.model.runtime_openvino import openvino_cpu_has_bf16
     from terramind_nyc.settings import Settings
 
     assert ARTIFACT is not None

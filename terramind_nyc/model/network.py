@@ -9,7 +9,7 @@
 It takes tensors and returns tensors: ``{modality: (B, C, H, W)}`` (``(B, C, T, H, W)`` when
 T > 1) in, ``{head: logits (B, classes, H, W)}`` out. Any non-empty subset of the configured
 modalities may be given (TerraMind averages the tokens of the modalities present). Loading,
-standardising and tiling live in :mod:`terramind_nyc.artifact` and :mod:`terramind_nyc.runtime`.
+standardising and tiling live in :mod:`terramind_nyc.model.artifact` and :mod:`terramind_nyc.model.runtime`.
 
 terratorch's ``aux_heads`` reuse the main head's class count and target, so they cannot express
 heads with different classes; this module is the project's own, built from terratorch parts so
@@ -27,7 +27,7 @@ from torch import nn
 
 from .compat import terratorch_imports
 from .artifact import ModelConfig
-from .errors import CheckpointError, InvalidInputError
+from ..errors import CheckpointError, InvalidInputError
 
 __all__ = ["PATCH_SIZE", "MultiHeadTerraMind", "build_network", "terratorch_bands"]
 

@@ -5,8 +5,8 @@
 
 ``backend="auto"`` (:data:`AUTO_ORDER_DOC`): for an artifact with an ONNX export, OpenVINO on a
 CPU with bf16 units when ``precision`` allows bf16 (the fastest CPU path), else ONNX Runtime,
-else torch; without an export, torch. The runtimes themselves are in :mod:`terramind_nyc.runtime`
-(torch, ONNX Runtime) and :mod:`terramind_nyc.runtime_openvino`.
+else torch; without an export, torch. The runtimes themselves are in :mod:`terramind_nyc.model.runtime`
+(torch, ONNX Runtime) and :mod:`terramind_nyc.model.runtime_openvino`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import runtime_openvino
-from .errors import BackendError, InvalidInputError, SettingsError
+from ..errors import BackendError, InvalidInputError, SettingsError
 from .runtime import (
     ORT_HINT,
     OnnxRuntime,
@@ -28,7 +28,7 @@ from .runtime import (
     import_onnxruntime,
     resolve_device,
 )
-from .settings import Settings
+from ..settings import Settings
 
 __all__ = ["AUTO_ORDER_DOC", "clear_runtimes", "get_runtime", "load_runtime"]
 
@@ -71,7 +71,7 @@ def load_runtime(
     ``backend``: ``onnx`` (ONNX Runtime on the artifact's ONNX export; never imports torch),
     ``openvino`` (OpenVINO on the same export; never imports torch), ``torch``, or ``auto``
     (:data:`AUTO_ORDER_DOC`). ``precision``: ``fp32``, ``bf16`` or ``auto``
-    (:mod:`terramind_nyc.precision`). ``providers``: ONNX Runtime execution providers in
+    (:mod:`terramind_nyc.model.precision`). ``providers``: ONNX Runtime execution providers in
     priority order (default: the ``onnx_providers`` setting's default). ``threads``: intra-op
     threads (torch: for the whole process; ONNX Runtime / OpenVINO: per compiled graph).
 
@@ -162,11 +162,9 @@ def get_runtime(settings: Settings | None = None) -> Runtime:
     Runtimes that differ only in tiling share one loaded model. A failed load caches nothing;
     the next call tries again.
     """
-    s = Settings.from_env() if settings is None else settings
-    if not isinstance(s, Settings):
-        raise InvalidInputError(f"settings must be a Settings, got {type(s).__name__}")
-    mkey = (s.checkpoint, s.checkpoint_revision, s.backend, s.device, s.precision, s.threads, s.onnx_providers)
-    key = (*mkey, s.tile_overlap_px, s.tile_batch)
+    s = Settings.resolve(settings)
+    mkey = s.key("model")
+    key = s.key("runtime")
     rt = _runtimes.get(key)
     if rt is not None:
         return rt

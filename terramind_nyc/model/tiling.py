@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 __all__ = ["TileBlender", "TilePlan", "blend_mask", "cut_tiles", "extract_tiles", "pad_to_canvas", "plan_tiles", "softmax", "tile_count",
            "tile_geometry"]

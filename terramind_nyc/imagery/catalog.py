@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import (
+from ..errors import (
     CatalogError,
     ChipError,
     ChipNodataError,
@@ -53,12 +53,12 @@ from .errors import (
     InvalidInputError,
     NoSceneError,
 )
-from .settings import Settings
+from ..settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pystac
 
-    from .grid import ChipGrid
+    from ..grid import ChipGrid
 
 __all__ = [
     "SCL_CLOUD",
@@ -321,7 +321,7 @@ def resolve_when(when: Any, settings: Settings | None = None, now: datetime | No
     that starts in the future, ends before it starts, ends before Sentinel-2 existed
     (2015-06-23), or a value that is not a date.
     """
-    s = settings if settings is not None else Settings()
+    s = Settings.resolve(settings)
     now_ = _utc(now) if now is not None else datetime.now(UTC)
     span = timedelta(days=s.recency_days)
     if when is None:
@@ -619,7 +619,7 @@ class Catalog:
         key = None
         caches = None
         if self._cache_enabled:
-            from .cache import get_caches, stable_key
+            from ..cache import get_caches, stable_key
 
             caches = get_caches(self._settings)
             if caches is not None:
@@ -690,7 +690,7 @@ class _StacApiCatalog(Catalog):
                 status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None,
                 respect_retry_after_header=True, raise_on_status=False,
             )
-            from . import __version__
+            from .._version import __version__
 
             io = StacApiIO(headers={"User-Agent": f"terramind-nyc/{__version__}"}, timeout=self._timeout,
                            max_retries=retry)
@@ -888,11 +888,10 @@ def get_catalog(settings: Settings | None = None, *, signer: Signer | None = Non
     one that adds your own token). The cache key is the provider, URL or path, signer, HTTP
     timeout/retry settings and STAC cache settings.
     """
-    s = settings if settings is not None else Settings.from_env()
+    s = Settings.resolve(settings)
     _warm_pystac()
     sign = make_signer(signer if signer is not None else s.signer)
-    key = (s.catalog_provider, s.catalog_url, s.catalog_path, sign, s.http_timeout_s, s.http_retries,
-           s.http_backoff_s, s.cache_enabled, s.stac_cache_ttl_s)
+    key = (s.key("catalog"), sign)
     with _catalogs_lock:
         cat = _catalogs.get(key)
         if cat is None:
@@ -1129,7 +1128,7 @@ def choose_s2_scene(
 
 def _choose_s2(grid: ChipGrid, items: Sequence[pystac.Item], *, catalog: Catalog, start: datetime, end: datetime,
                settings: Settings, runner: _Runner) -> S2Choice:
-    from .chips import read_scl
+    from .reader import read_scl
 
     s = settings
     window = _fmt_window(start, end)

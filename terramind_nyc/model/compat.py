@@ -8,7 +8,7 @@ Import terratorch only through :func:`terratorch_imports` (or :func:`import_terr
 It makes torchvision importable (below) and puts the caller's fp32 matmul precision back after
 the import: terratorch 1.2.11 sets ``torch.set_float32_matmul_precision("medium")`` for the
 whole process when its backbone registry loads, which on CPUs with bf16 units turns every fp32
-matmul into a bf16 one (see :mod:`terramind_nyc.precision`).
+matmul into a bf16 one (see :mod:`terramind_nyc.model.precision`).
 
 torchvision:
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .artifact import OnnxFiles
-from .errors import BackendError, CheckpointError
+from ..errors import BackendError, CheckpointError
 from .precision import resolve_precision
 from .runtime import OnnxGraphRuntime
 
@@ -103,7 +103,7 @@ class OpenVinoRuntime(OnnxGraphRuntime):
     """The OpenVINO backend (module docstring).
 
     Args:
-        files: the located, verified export (:func:`~terramind_nyc.artifact.locate_onnx`).
+        files: the located, verified export (:func:`~terramind_nyc.model.artifact.locate_onnx`).
         device: ``auto`` (OpenVINO's GPU where it offers one, else CPU), ``cpu``.
         threads: inference threads (None: OpenVINO's default, every core).
         precision: ``fp32``, ``bf16`` or ``auto``; bf16 is supported where the device lists

@@ -1,6 +1,6 @@
 """ONNX export of a checkpoint: one graph per modality subset, weights stored once, verified.
 
-    from terramind_nyc.onnx_export import export_onnx
+    from terramind_nyc.model.export_onnx import export_onnx
     record = export_onnx("path/to/artifact")            # or out="other/dir"
     record.max_abs_diff                                  # ORT vs torch probabilities, random inputs
 
@@ -69,7 +69,7 @@ from .artifact import (
     onnx_graph_file,
     weights_sha256,
 )
-from .errors import BackendError, InvalidInputError
+from ..errors import BackendError, InvalidInputError
 from .precision import torch_numerics
 from .tiling import softmax
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
+from ..errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -172,7 +172,7 @@ class OnnxGraph:
 
 @dataclass(frozen=True)
 class OnnxExport:
-    """What :func:`~terramind_nyc.onnx_export.export_onnx` wrote, recorded in ``config.json``."""
+    """What :func:`~terramind_nyc.model.export_onnx.export_onnx` wrote, recorded in ``config.json``."""
 
     graphs: tuple[OnnxGraph, ...]
     """One graph per exported modality subset; the one with every modality is ``model.onnx``."""
@@ -1155,7 +1155,7 @@ class Artifact:
     """The validated config."""
     network: MultiHeadTerraMind
     """The network, weights loaded, prepared for inference (eval mode; see
-    :meth:`~terramind_nyc.network.MultiHeadTerraMind.prepare_for_inference`), on ``device``."""
+    :meth:`~terramind_nyc.model.network.MultiHeadTerraMind.prepare_for_inference`), on ``device``."""
     sha256: str
     """sha256 (hex) of ``model.safetensors``."""
     files: ArtifactFiles

@@ -1,30 +1,30 @@
 """Inference runtimes: raw modality arrays on a grid in, per-head class probabilities out.
 
-    rt = get_runtime(settings)                     # terramind_nyc.backends: loaded once per process
+    rt = get_runtime(settings)                     # terramind_nyc.model.backends: loaded once per process
     p = rt.predict({"S2L2A": s2_dn, "S1RTC": s1_db, "DEM": dem_m},
                    masks={"S2L2A": s2_valid, ...})
     p.probabilities["buildings"]                   # float32 (2, H, W) on the input grid
 
 :meth:`Runtime.predict` validates the arrays, standardises each band with the checkpoint's
 statistics (nodata -> 0, the mean, after standardising), cuts the window into tiles of the
-config's tile size with overlap (:mod:`terramind_nyc.tiling`), runs all tiles in batches of
+config's tile size with overlap (:mod:`terramind_nyc.model.tiling`), runs all tiles in batches of
 ``tile_batch``, blends the logits and returns softmax probabilities as numpy. The tiling,
 standardisation and blending are backend-independent; a backend only implements
 :meth:`Runtime._forward` on a batch of standardised tiles. Two backends:
 
-- :class:`TorchRuntime`: the network of :mod:`terramind_nyc.network` (CPU, CUDA; ROCm builds of
+- :class:`TorchRuntime`: the network of :mod:`terramind_nyc.model.network` (CPU, CUDA; ROCm builds of
   torch also report as ``cuda``).
-- :class:`OnnxRuntime`: the artifact's ONNX export (:mod:`terramind_nyc.onnx_export`) in ONNX
+- :class:`OnnxRuntime`: the artifact's ONNX export (:mod:`terramind_nyc.model.export_onnx`) in ONNX
   Runtime, with the execution providers of the ``onnx_providers`` setting (MIGraphX, ROCm,
   CUDA, CPU) filtered to those the installed onnxruntime offers. Neither torch nor terratorch
   is imported.
-- :class:`~terramind_nyc.runtime_openvino.OpenVinoRuntime`: the same ONNX graphs compiled by
+- :class:`~terramind_nyc.model.runtime_openvino.OpenVinoRuntime`: the same ONNX graphs compiled by
   OpenVINO for its CPU (or Intel GPU) device, torch-free as well.
 
-Which backend a checkpoint gets, and loading it once per process, is :mod:`terramind_nyc.backends`
+Which backend a checkpoint gets, and loading it once per process, is :mod:`terramind_nyc.model.backends`
 (``load_runtime``, ``get_runtime``).
 
-Precision (:mod:`terramind_nyc.precision`): each runtime resolves the ``precision`` setting for
+Precision (:mod:`terramind_nyc.model.precision`): each runtime resolves the ``precision`` setting for
 its backend and device once, at load (:attr:`Runtime.precision`), and every forward pass runs
 in that precision only for its own duration; the caller's torch settings are never changed.
 
@@ -48,7 +48,7 @@ import numpy as np
 
 from . import precision as precision_policy
 from .artifact import Artifact, ModelConfig, OnnxFiles
-from .errors import (
+from ..errors import (
     BackendError,
     CheckpointError,
     InvalidInputError,
@@ -56,7 +56,7 @@ from .errors import (
     SettingsError,
 )
 from .precision import PrecisionChoice, resolve_precision, torch_numerics
-from .settings import Settings
+from ..settings import Settings
 from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax, tile_geometry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -309,9 +309,9 @@ class Runtime:
 
 
 class TorchRuntime(Runtime):
-    """The torch backend: the network from :mod:`terramind_nyc.network` on CPU or a GPU.
+    """The torch backend: the network from :mod:`terramind_nyc.model.network` on CPU or a GPU.
 
-    The network is prepared in place (:meth:`~terramind_nyc.network.MultiHeadTerraMind.prepare_for_inference`:
+    The network is prepared in place (:meth:`~terramind_nyc.model.network.MultiHeadTerraMind.prepare_for_inference`:
     eval mode, channels-last convolutions on CPU). ``precision`` (``fp32``, ``bf16``, ``auto``):
     bf16 runs the network under ``torch.autocast``; it is supported on CUDA / ROCm devices that
     report bf16 and on CPUs with AMX-BF16 / AVX512-BF16 units (elsewhere bf16 warns and fp32 runs).
@@ -335,7 +335,7 @@ class TorchRuntime(Runtime):
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, **kwargs: Any) -> TorchRuntime:
-        """A runtime around a loaded :class:`~terramind_nyc.artifact.Artifact`."""
+        """A runtime around a loaded :class:`~terramind_nyc.model.artifact.Artifact`."""
         return cls(artifact.network, checkpoint=artifact.describe(), device=artifact.device, **kwargs)
 
     def _forward(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
@@ -535,7 +535,7 @@ class OnnxRuntime(OnnxGraphRuntime):
     One ``InferenceSession`` per modality subset (:class:`OnnxGraphRuntime`).
 
     Args:
-        files: the located, verified export (:func:`~terramind_nyc.artifact.locate_onnx`).
+        files: the located, verified export (:func:`~terramind_nyc.model.artifact.locate_onnx`).
         providers: execution providers in priority order; those the installed onnxruntime does
             not offer are skipped (a ProviderFallbackWarning, once per process, when the list is
             not the default), and one that fails to start falls back to CPU (always warned).

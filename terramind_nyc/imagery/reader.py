@@ -8,7 +8,7 @@
     chip.metadata()                 # JSON-safe provenance, no URLs
 
 Data flow: search S2, S1 and the DEM at once -> read SCL of the newest S2 candidates on the
-grid -> choose the acquisition (:mod:`terramind_nyc.catalog`) -> read the 12 S2 bands of its
+grid -> choose the acquisition (:mod:`terramind_nyc.imagery.catalog`) -> read the 12 S2 bands of its
 items, the S1 pass nearest its date and the DEM tiles, every asset in parallel -> harmonise
 units (S2 offset per item, S1 dB) -> mosaic items first-valid-wins -> masks and checks.
 
@@ -61,13 +61,13 @@ from .catalog import (
     service_of,
     strip_query,
 )
-from .errors import ChipError, ChipNodataError, DeadlineExceededError, MissingModalityWarning, TerramindNYCError
-from .settings import Settings
+from ..errors import ChipError, ChipNodataError, DeadlineExceededError, MissingModalityWarning, TerramindNYCError
+from ..settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pystac
 
-    from .grid import ChipGrid
+    from ..grid import ChipGrid
 
 __all__ = [
     "DEM_BANDS",
@@ -464,7 +464,7 @@ class Chip:
             m: {k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()}
             for m, d in meta["provenance"].items()}
         prov = {m: ModalityProvenance(**f) for m, f in fields.items()}
-        from .grid import ChipGrid
+        from ..grid import ChipGrid
 
         return cls(
             grid=ChipGrid.from_dict(meta["grid"]),
@@ -582,7 +582,7 @@ def read_chip(
 
     Args:
         grid: the chip grid (:func:`terramind_nyc.grid.chip_grid`).
-        when: the date window, as :func:`terramind_nyc.catalog.resolve_when` takes it
+        when: the date window, as :func:`terramind_nyc.imagery.catalog.resolve_when` takes it
             (None: the last ``recency_days``).
         settings: default ``Settings.from_env()``.
         deadline: the request's overall deadline (default ``Deadline(settings.deadline_s)``).
@@ -597,7 +597,7 @@ def read_chip(
             the service).
         DeadlineExceededError: the deadline passed before the S2 data were read.
     """
-    s = settings if settings is not None else Settings.from_env()
+    s = Settings.resolve(settings)
     start, end = resolve_when(when, s)
     dl = deadline if deadline is not None else Deadline(s.deadline_s)
     cat = catalog if catalog is not None else get_catalog(s)

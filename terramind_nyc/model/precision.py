@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import PrecisionFallbackWarning, SettingsError
+from ..errors import PrecisionFallbackWarning, SettingsError
 
 __all__ = [
     "CPU_BF16_FLAGS",
