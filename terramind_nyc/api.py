@@ -494,7 +494,8 @@ def fetch(
     """
     t_start = time.perf_counter()
     settings = _resolve_settings(settings)
-    from .imagery.catalog import Deadline, resolve_when
+    from .dates import resolve_when
+    from .deadline import Deadline
     from .grid import chip_grid, validate_location
 
     lat, lon = validate_location(lat, lon, settings)
@@ -784,7 +785,8 @@ def _run_shared_window(
     settings: Settings,
 ) -> list[BatchItem]:
     """Read and predict one window covering every member's grid, then summarise each member."""
-    from .imagery.catalog import Deadline, resolve_when
+    from .dates import resolve_when
+    from .deadline import Deadline
     from .grid import union_grid
 
     t_start = time.perf_counter()

@@ -13,9 +13,10 @@ import numpy as np
 import pystac
 import pytest
 
+from terramind_nyc.dates import resolve_when
+from terramind_nyc.deadline import Deadline
 from terramind_nyc.imagery.catalog import (
     Catalog,
-    Deadline,
     choose_s2_scene,
     find_dem,
     get_catalog,
@@ -24,7 +25,6 @@ from terramind_nyc.imagery.catalog import (
     pair_s1,
     planetary_computer_signer,
     redact,
-    resolve_when,
     s2_acquisitions,
     scl_fractions,
     strip_query,

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from terramind_nyc.imagery.catalog import Catalog, Deadline, get_catalog, iso_z, resolve_when
+from terramind_nyc.dates import iso_z, resolve_when
+from terramind_nyc.deadline import Deadline
+from terramind_nyc.imagery.catalog import Catalog, get_catalog
 from terramind_nyc.imagery.reader import (
     DEM_BANDS,
     MODALITIES,

@@ -250,7 +250,8 @@ def _default_worldcover(src: Sources) -> Callable[[ChipGrid], Any]:
     """WorldCover through terramind_nyc's catalog (same provider, signing, retries, deadline)."""
     from datetime import datetime
 
-    from terramind_nyc.imagery.catalog import Deadline, get_catalog
+    from terramind_nyc.deadline import Deadline
+    from terramind_nyc.imagery.catalog import get_catalog
 
     from .worldcover import worldcover_labels
 
@@ -279,7 +280,7 @@ def _extent_in(src: Sources, crs: str) -> Any:
 
 def _one_chip(opts: BuildOptions, src: Sources, grid: ChipGrid, cid: str, lat: float, lon: float,
               read_chip: Callable[..., Any], read_wc: Callable[[ChipGrid], Any]) -> ChipRecord:
-    from terramind_nyc.imagery.catalog import Deadline
+    from terramind_nyc.deadline import Deadline
 
     deadline = Deadline(src.settings.deadline_s)
     with warnings.catch_warnings():  # a missing modality is recorded in the chip record instead

@@ -53,6 +53,9 @@ from ..errors import (
     InvalidInputError,
     NoSceneError,
 )
+from ..dates import iso_z, parse_iso, utc
+from ..deadline import Deadline, call_with_deadline
+from ..sensors import SCL_CLOUD, SCL_NODATA
 from ..settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,10 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..grid import ChipGrid
 
 __all__ = [
-    "SCL_CLOUD",
-    "SCL_NODATA",
     "Catalog",
-    "Deadline",
     "S2Choice",
     "SceneCheck",
     "Signer",
@@ -72,7 +72,6 @@ __all__ = [
     "find_dem",
     "footprint_coverage",
     "get_catalog",
-    "iso_z",
     "item_crs",
     "item_datetime",
     "make_signer",
@@ -80,7 +79,6 @@ __all__ = [
     "pick_s1",
     "planetary_computer_signer",
     "redact",
-    "resolve_when",
     "s2_acquisitions",
     "scl_fractions",
     "service_of",
@@ -90,77 +88,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: SCL classes counted as cloud: cloud shadow, cloud medium, cloud high, thin cirrus.
-SCL_CLOUD: tuple[int, ...] = (3, 8, 9, 10)
-#: SCL classes that are not data: no data, saturated or defective.
-SCL_NODATA: tuple[int, ...] = (0, 1)
-#: First Sentinel-2 L2A-capable acquisitions (Sentinel-2A launch); earlier windows hold nothing.
-S2_FIRST_DATE = date(2015, 6, 23)
-
 #: Asset URL signer: takes an href, returns the href to read (possibly with a token).
 Signer = Callable[[str], str]
 
-_FUTURE_SLACK = timedelta(minutes=5)  # clock skew tolerated before a window counts as future
 _PAGE_SIZE = 100
 _DEFAULT_LIMIT = 500
 
 
 # ----------------------------------------------------------------------------------------
-# Deadline
+# Request-scoped I/O
 # ----------------------------------------------------------------------------------------
-class Deadline:
-    """One overall time budget for a request, on the monotonic clock.
-
-    ``Deadline(120)`` starts now; :meth:`remaining` is what is left (seconds, >= 0);
-    :meth:`check` raises :class:`DeadlineExceededError` naming the step and the service when
-    it has passed. ``Deadline(None)`` never expires.
-    """
-
-    def __init__(self, seconds: float | None) -> None:
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                    or not math.isfinite(seconds) or seconds <= 0):
-            raise InvalidInputError(f"a deadline must be a finite number of seconds > 0 or None, got {seconds!r}")
-        self.seconds: float | None = None if seconds is None else float(seconds)
-        self._start = time.monotonic()
-        self._end = math.inf if seconds is None else self._start + float(seconds)
-
-    def remaining(self) -> float:
-        """Seconds left (``inf`` for a deadline that never expires; 0 once passed)."""
-        return max(0.0, self._end - time.monotonic())
-
-    def elapsed(self) -> float:
-        """Seconds since the deadline was created."""
-        return time.monotonic() - self._start
-
-    @property
-    def expired(self) -> bool:
-        """Whether the deadline has passed."""
-        return time.monotonic() >= self._end
-
-    def timeout(self, cap: float | None = None) -> float | None:
-        """Seconds to wait for something: the remaining time, at most ``cap`` (None: no limit)."""
-        rem = self.remaining()
-        if cap is not None:
-            rem = min(rem, cap)
-        return None if math.isinf(rem) else rem
-
-    def error(self, step: str, service: str) -> DeadlineExceededError:
-        """The error to raise when ``step`` at ``service`` did not finish in time."""
-        total = "no" if self.seconds is None else f"the {self.seconds:g} s"
-        return DeadlineExceededError(
-            f"{step} at {service} did not finish within {total} deadline (after {self.elapsed():.1f} s); "
-            "the service may be slow or down: try again later or raise `deadline_s`"
-        )
-
-    def check(self, step: str, service: str) -> None:
-        """Raise :class:`DeadlineExceededError` if the deadline has passed before ``step``."""
-        if self.expired:
-            raise self.error(step, service)
-
-    def __repr__(self) -> str:
-        return f"Deadline({self.seconds!r}, remaining={self.remaining():.2f})"
-
-
 class _PoolSlot:
     """A process-wide I/O thread pool per size, kept warm between requests.
 
@@ -255,124 +192,7 @@ class _Runner:
         self.close()
 
 
-def _call_with_deadline(fn: Callable[[], T], deadline: Deadline, step: str, service: str) -> T:
-    """Run ``fn`` in a daemon thread and stop waiting for it at the deadline."""
-    deadline.check(step, service)
-    fut: Future[T] = Future()
-
-    def run() -> None:
-        if not fut.set_running_or_notify_cancel():
-            return
-        try:
-            fut.set_result(fn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-            fut.set_exception(exc)
-
-    threading.Thread(target=run, name="terramind-nyc-stac", daemon=True).start()
-    done, _ = _wait_futures([fut], timeout=deadline.timeout())
-    if not done:
-        raise deadline.error(step, service)
-    return fut.result()
-
-
 # ----------------------------------------------------------------------------------------
-# Date windows
-# ----------------------------------------------------------------------------------------
-def _utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _parse_point(value: Any, name: str, *, end: bool) -> datetime:
-    """A date/datetime/ISO string as an aware UTC datetime (a date: start or end of that day)."""
-    if isinstance(value, datetime):
-        return _utc(value)
-    if isinstance(value, date):
-        d0 = datetime(value.year, value.month, value.day, tzinfo=UTC)
-        return d0 + timedelta(days=1) - timedelta(microseconds=1) if end else d0
-    if isinstance(value, str):
-        s = value.strip()
-        if not s:
-            raise InvalidInputError(f"{name} is an empty string; pass an ISO date such as '2024-07-01'")
-        try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
-                return _parse_point(date.fromisoformat(s), name, end=end)
-            return _utc(datetime.fromisoformat(s.replace("z", "Z")))
-        except ValueError:
-            raise InvalidInputError(
-                f"{name} {value!r} is not an ISO date or datetime; use e.g. '2024-07-01' or '2024-07-01T15:30:00Z'"
-            ) from None
-    raise InvalidInputError(
-        f"{name} must be a date, datetime or ISO string, got {type(value).__name__} {value!r}"
-    )
-
-
-def resolve_when(when: Any, settings: Settings | None = None, now: datetime | None = None) -> tuple[datetime, datetime]:
-    """The search window ``(start, end)``, aware UTC datetimes, for a user's ``when``.
-
-    ``when`` may be:
-
-    - ``None``: the last ``settings.recency_days`` days up to now, with the end rounded up to
-      the next whole hour (so repeated calls share cache keys for an hour);
-    - a ``date``, ``datetime`` or ISO string: the ``recency_days`` ending then (a date means
-      the end of that day, UTC; naive datetimes are UTC);
-    - ``"start/end"`` (ISO; either side may be ``..`` for open) or a ``(start, end)`` pair.
-
-    A window ending in the future is cut at ``now``. Raises InvalidInputError for a window
-    that starts in the future, ends before it starts, ends before Sentinel-2 existed
-    (2015-06-23), or a value that is not a date.
-    """
-    s = Settings.resolve(settings)
-    now_ = _utc(now) if now is not None else datetime.now(UTC)
-    span = timedelta(days=s.recency_days)
-    if when is None:
-        end_ = now_.replace(minute=0, second=0, microsecond=0)
-        if end_ < now_:
-            end_ += timedelta(hours=1)
-        return end_ - span, end_
-    if isinstance(when, str) and "/" in when:
-        parts = when.split("/")
-        if len(parts) != 2:
-            raise InvalidInputError(f"date range {when!r} must be 'start/end'")
-        when = tuple(None if p.strip() in ("", "..") else p.strip() for p in parts)
-    if isinstance(when, (tuple, list)):
-        if len(when) != 2:
-            raise InvalidInputError(f"a date range needs exactly (start, end), got {len(when)} values")
-        a, b = when
-        if a is None and b is None:
-            raise InvalidInputError("a date range needs at least one of start and end")
-        end = now_ if b is None else _parse_point(b, "end of the date range", end=True)
-        start = end - span if a is None else _parse_point(a, "start of the date range", end=False)
-        if start > now_ + _FUTURE_SLACK:
-            raise InvalidInputError(
-                f"the date range starts in the future ({start:%Y-%m-%d %H:%M} UTC, now {now_:%Y-%m-%d %H:%M} UTC); "
-                "pass a range that starts in the past"
-            )
-        if end < start:
-            raise InvalidInputError(
-                f"the date range is reversed: end {end:%Y-%m-%d %H:%M} is before start {start:%Y-%m-%d %H:%M}; "
-                "swap start and end"
-            )
-        if end == start:
-            raise InvalidInputError(f"the date range {start.isoformat()} .. {end.isoformat()} is empty; widen it")
-    else:
-        end = _parse_point(when, "when", end=True)
-        is_day = isinstance(when, date) and not isinstance(when, datetime) or (
-            isinstance(when, str) and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", when) is not None)
-        first_instant = end - timedelta(days=1) + timedelta(microseconds=1) if is_day else end
-        if first_instant > now_ + _FUTURE_SLACK:
-            raise InvalidInputError(
-                f"`when` lies in the future ({first_instant:%Y-%m-%d %H:%M} UTC, now {now_:%Y-%m-%d %H:%M} UTC); "
-                "pass a past date, or None for the newest imagery"
-            )
-        start = end - span
-    end = min(end, now_)
-    if end.date() < S2_FIRST_DATE:
-        raise InvalidInputError(
-            f"the date window ends {end:%Y-%m-%d}, before Sentinel-2 data begins ({S2_FIRST_DATE}); pass a later date"
-        )
-    return start, end
-
-
 # ----------------------------------------------------------------------------------------
 # URLs, signing, redaction
 # ----------------------------------------------------------------------------------------
@@ -438,40 +258,26 @@ def make_signer(spec: str | Signer | None) -> Signer:
 # ----------------------------------------------------------------------------------------
 # Item helpers (plain dicts)
 # ----------------------------------------------------------------------------------------
-def _parse_dt(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return _utc(datetime.fromisoformat(str(value).replace("z", "Z")))
-    except ValueError:
-        return None
-
-
 def item_datetime(item: Mapping[str, Any] | pystac.Item) -> datetime | None:
     """The item's acquisition datetime (``datetime``, else ``start_datetime``), aware UTC."""
     if not isinstance(item, Mapping):
         if item.datetime is not None:
-            return _utc(item.datetime)
-        return _parse_dt((item.properties or {}).get("start_datetime"))
+            return utc(item.datetime)
+        return parse_iso((item.properties or {}).get("start_datetime"))
     props = item.get("properties", {})
-    return _parse_dt(props.get("datetime")) or _parse_dt(props.get("start_datetime"))
+    return parse_iso(props.get("datetime")) or parse_iso(props.get("start_datetime"))
 
 
 def _dt_range(d: Mapping[str, Any]) -> tuple[datetime, datetime] | None:
     p = d.get("properties", {})
-    s = _parse_dt(p.get("start_datetime"))
-    e = _parse_dt(p.get("end_datetime"))
-    dt = _parse_dt(p.get("datetime"))
+    s = parse_iso(p.get("start_datetime"))
+    e = parse_iso(p.get("end_datetime"))
+    dt = parse_iso(p.get("datetime"))
     if s and e:
         return s, e
     if dt:
         return dt, dt
     return None
-
-
-def iso_z(dt: datetime) -> str:
-    """ISO 8601 UTC with a ``Z`` suffix, to the second."""
-    return _utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def item_crs(item: Mapping[str, Any], asset: str | None = None) -> str | None:
@@ -756,7 +562,7 @@ class _StacApiCatalog(Catalog):
                         f"{f' HTTP {status}' if status else ''}: {redact(str(exc))[:300]}); {advice}"
                     ) from None
 
-        return _call_with_deadline(run, deadline, step, self.source)
+        return call_with_deadline(run, deadline, step, self.source)
 
     def _cache_id(self) -> Any:
         return self.url
@@ -1239,7 +1045,7 @@ def pair_s1(
     DeadlineExceededError when the search fails.
     """
     w = timedelta(days=settings.s1_window_days)
-    t0 = _utc(s2_datetime)
+    t0 = utc(s2_datetime)
     items = catalog.search(settings.s1_collection, bbox_4326=grid.bounds_4326, start=t0 - w, end=t0 + w,
                            deadline=deadline)
     return pick_s1(grid, items, t0, settings=settings)
@@ -1248,7 +1054,7 @@ def pair_s1(
 def pick_s1(grid: ChipGrid, items: Sequence[pystac.Item], s2_datetime: datetime, *,
             settings: Settings) -> list[pystac.Item] | None:
     """:func:`pair_s1`'s choice among already searched S1 items (any window around the S2 date)."""
-    t0 = _utc(s2_datetime)
+    t0 = utc(s2_datetime)
     w = timedelta(days=settings.s1_window_days)
     near = [i for i in items if (dt := item_datetime(i)) is not None and abs(dt - t0) <= w]
     if not near:

@@ -45,22 +45,21 @@ import numpy as np
 
 from .catalog import (
     Catalog,
-    Deadline,
     S2Choice,
     _choose_s2,
     _Runner,
     _warm_pystac,
     find_dem,
     get_catalog,
-    iso_z,
     item_crs,
     item_datetime,
     pick_s1,
     redact,
-    resolve_when,
     service_of,
     strip_query,
 )
+from ..dates import iso_z, resolve_when
+from ..deadline import Deadline
 from ..errors import ChipError, ChipNodataError, DeadlineExceededError, MissingModalityWarning, TerramindNYCError
 from ..settings import Settings
 
