@@ -52,7 +52,7 @@ from typing import Any, Self
 import numpy as np
 from affine import Affine
 
-from ..chips import S2_BANDS
+from ..sensors import S2_BANDS
 from ..grid import ChipGrid, chip_grid
 from ..settings import Settings
 
