@@ -14,31 +14,25 @@ Usable by this project's tests and by anyone testing code built on terramind_nyc
 
 Nothing here imports torch. The servers (and their ``rangehttpserver`` dependency, in the
 ``dev`` extra) load on first use, so the generated catalog works in a torch-free, dev-free
-install (``terramind-nyc selfcheck`` reads it through the local provider). The pytest fixtures built on this live in the project's
-``tests/conftest.py``.
+install (``terramind-nyc selfcheck`` reads it through the local provider). The pytest fixtures
+built on this live in the project's ``tests/conftest.py``.
+
+Modules: :mod:`.fixture_catalog` (the generated catalog; its docstring lists the scenarios),
+:mod:`.scenarios`, :mod:`.synth` and :mod:`.cogs` (what it is built from), :mod:`.real_chip`
+(a real TerraMind tile served the same way), :mod:`.servers` (the loopback servers) and
+:mod:`.model` (tiny model artifacts). The sensor facts (bands, SCL classes, nodata, the S2
+offset) come from :mod:`terramind_nyc.sensors`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .fixtures import (
-    S1_NODATA,
-    S2_BANDS,
-    S2_OFFSET,
-    S2_RESOLUTION,
-    SCENARIOS,
-    SCL_CLOUD,
-    SCL_NODATA,
-    FixtureCatalog,
-    RealChip,
-    baseline_has_offset,
-    build_fixture_catalog,
-    build_real_chip,
-    chip_fractions,
-    data_dir,
-    fixture_elevation,
-)
+from ..sensors import S1_NODATA, S2_BANDS, SCL_CLOUD, SCL_NODATA
+from .fixture_catalog import FixtureCatalog, build_fixture_catalog
+from .real_chip import RealChip, build_real_chip, data_dir
+from .scenarios import SCENARIOS
+from .synth import S2_OFFSET, S2_RESOLUTION, baseline_has_offset, chip_fractions, fixture_elevation
 
 if TYPE_CHECKING:  # pragma: no cover
     from .servers import (
@@ -64,6 +58,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(servers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "S1_NODATA",
