@@ -1,0 +1,146 @@
+"""Reading one asset onto the chip grid: a window where the pixels align, else a ``WarpedVRT``.
+
+Each asset is read by GDAL through rasterio with the project's options in a scoped
+``rasterio.Env`` (:func:`~._gdal.gdal_options`): a pixel-aligned asset (the 10 m bands on the
+10 m grid) is read as a window, anything else is warped onto the grid with a ``WarpedVRT``
+(bilinear for reflectance, backscatter and elevation; nearest for SCL), nodata excluded. A
+failure becomes a :class:`~terramind_nyc.errors.ChipError` that names item, asset and host and
+carries ``kind`` and ``status`` (see :func:`classify_failure`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ChipError, ChipErrorKind
+from ..sensors import S1_NODATA
+from ..settings import Settings
+from ._gdal import forget, gdal_options
+from .items import asset_href, asset_nodata
+from .urls import redact, service_of, strip_query
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pystac
+
+    from ..grid import ChipGrid
+
+__all__ = ["aligned_offset", "classify_failure", "read_asset", "read_onto_grid"]
+
+log = logging.getLogger(__name__)
+
+#: Default nodata per modality when neither the file nor the STAC item says.
+_NODATA_HINT: dict[str, float | None] = {"S2L2A": 0.0, "SCL": 0.0, "S1RTC": S1_NODATA, "DEM": None}
+_TRUNCATED = ("read failed", "warp failed", "truncat", "tiffread", "incomplete", "ireadblock", "not georeferenced")
+_SERVER_CODES = ("429", "500", "502", "503", "504")
+#: An HTTP status in a GDAL / curl message ("HTTP response code: 404", "HTTP error code: 503", "HTTP 429").
+_STATUS_RE = re.compile(r"(?i)\bHTTP\b[^0-9\n]{0,24}?\b([1-5][0-9]{2})\b")
+
+
+def aligned_offset(src: Any, grid: ChipGrid) -> tuple[int, int] | None:
+    """``(row, col)`` of the grid's origin in the source's pixels when they share a lattice."""
+    from rasterio.crs import CRS
+
+    t = src.transform
+    res = grid.resolution
+    if not (t.b == 0 and t.d == 0 and math.isclose(t.a, res, rel_tol=1e-9) and math.isclose(t.e, -res, rel_tol=1e-9)):
+        return None
+    if src.crs is None or src.crs != CRS.from_user_input(grid.crs):
+        return None
+    col = (grid.bounds[0] - t.c) / res
+    row = (t.f - grid.bounds[3]) / res
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(row), round(col)
+
+
+def read_onto_grid(href: str, grid: ChipGrid, *, resampling: str, dtype: str, fill: float,
+                   nodata_hint: float | None, env: Mapping[str, str]) -> np.ndarray:
+    """Band 1 of ``href`` on ``grid`` as ``dtype``; pixels without valid data are ``fill``."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+
+    dst = np.full(grid.shape, fill, dtype=dtype)
+    with rasterio.Env(**env), rasterio.open(href) as src:
+        if src.crs is None or src.transform.is_identity:
+            # a header cut short can still parse as a TIFF, without its georeferencing
+            raise ChipError(f"the file is not georeferenced ({src.width} x {src.height} px, no CRS or transform); "
+                            "it is probably truncated", kind="truncated")
+        nodata = src.nodata if src.nodata is not None else nodata_hint
+        off = aligned_offset(src, grid)
+        if off is not None:
+            row0, col0 = off
+            r0, r1 = max(row0, 0), min(row0 + grid.height, src.height)
+            c0, c1 = max(col0, 0), min(col0 + grid.width, src.width)
+            if r1 > r0 and c1 > c0:
+                a = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+                sub = a.astype(dtype, copy=False)
+                bad = np.zeros(a.shape, dtype=bool)
+                if nodata is not None:
+                    bad |= np.isnan(a) if np.isnan(nodata) else (a == nodata)
+                if a.dtype.kind == "f":
+                    bad |= ~np.isfinite(a)
+                part = dst[r0 - row0:r1 - row0, c0 - col0:c1 - col0]
+                np.copyto(part, sub, where=~bad)
+        else:
+            # WarpedVRT, not rasterio.warp.reproject: reproject enters warnings.catch_warnings(),
+            # which is not thread-safe and scrambles the process's warning filters when reads run
+            # in parallel. Same GDAL warper, same pixels (checked against reproject and odc-stac).
+            with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                           resampling=Resampling[resampling], src_nodata=nodata, nodata=fill, dtype=dtype) as vrt:
+                vrt.read(1, out=dst)
+    if dst.dtype.kind == "f":
+        dst[~np.isfinite(dst)] = np.nan
+    return dst
+
+
+def classify_failure(msg: str, *, retries: int) -> tuple[ChipErrorKind, int | None, str]:
+    """``(kind, status, hint)`` of a failed read from its (redacted) GDAL / rasterio message.
+
+    ``status`` is the HTTP status the message names (None when it names none); ``hint`` is the
+    advice appended to the error message (empty when the failure is not recognised).
+    """
+    m = _STATUS_RE.search(msg)
+    status = int(m.group(1)) if m else None
+    low = msg.lower()
+    if "404" in msg or "not exist" in low or "no such file" in low:
+        return "missing", status, "; the asset is missing on the server: the catalog may be stale, try another scene or later"
+    if any(w in low for w in _TRUNCATED):
+        return "truncated", status, "; the file looks truncated or the transfer broke off: try again later"
+    if any(c in msg for c in _SERVER_CODES) or "timed out" in low:
+        return "server", status, f"; the server kept failing after {retries} retries: try again later"
+    return "other", status, ""
+
+
+def read_asset(item: pystac.Item, key: str, grid: ChipGrid, *, modality: str, resampling: str, settings: Settings,
+               dtype: str = "float32") -> np.ndarray:
+    """One asset of one item on the grid; failures become ChipError naming item, asset and host,
+    with ``kind`` and ``status`` set (:func:`classify_failure`)."""
+    href = asset_href(item, key, modality)
+    hint = asset_nodata(item, key)
+    if hint is None:
+        hint = _NODATA_HINT.get("SCL" if key == "SCL" else modality)
+    fill = 0.0 if dtype == "uint8" else math.nan
+    t = time.perf_counter()
+    try:
+        out = read_onto_grid(href, grid, resampling=resampling, dtype=dtype, fill=fill, nodata_hint=hint,
+                             env=gdal_options(settings))
+    except Exception as exc:  # noqa: BLE001 - GDAL/rasterio errors of any kind become ChipError
+        forget(href)
+        msg = redact(str(exc)) or type(exc).__name__
+        kind, status, hint_txt = classify_failure(msg, retries=settings.http_retries)
+        raise ChipError(
+            f"reading {modality} asset {key!r} of item {item.id} from {service_of(href)} failed "
+            f"({type(exc).__name__}: {msg}){hint_txt}",
+            kind=kind, status=status,
+        ) from None
+    log.debug("read %s %s %s (%s) in %.3f s", modality, item.id, key, strip_query(href), time.perf_counter() - t)
+    return out

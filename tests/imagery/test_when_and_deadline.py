@@ -1,0 +1,104 @@
+"""The search window (``dates.resolve_when``), the request deadline (``deadline.Deadline``) and the
+location check before any search (``grid.chip_grid``): moved here from tests/test_catalog.py.
+
+They test flat modules the imagery stage relies on; their mirror is tests/test_dates.py,
+tests/test_deadline.py and tests/test_grid.py (other owners' files).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from terramind_nyc.dates import resolve_when
+from terramind_nyc.deadline import Deadline
+from terramind_nyc.errors import DeadlineExceededError, InvalidInputError, InvalidLocationError
+from terramind_nyc.grid import chip_grid
+from terramind_nyc.settings import Settings
+
+NOW = datetime(2024, 8, 15, 12, 0, tzinfo=UTC)
+
+
+def test_when_none_is_the_recencywindow() -> None:
+    s = Settings(recency_days=30)
+    start, end = resolve_when(None, s, now=NOW)
+    assert end == NOW and start == NOW - timedelta(days=30)
+    assert start.tzinfo is not None and end.tzinfo is not None
+    # within the hour the window is the same (cache keys are stable); it ends at the next hour
+    later = NOW + timedelta(minutes=17, seconds=3)
+    assert resolve_when(None, s, now=later) == (NOW + timedelta(hours=1) - timedelta(days=30), NOW + timedelta(hours=1))
+    assert resolve_when(None, s, now=later) == resolve_when(None, s, now=later + timedelta(minutes=30))
+
+
+def test_when_forms() -> None:
+    s = Settings(recency_days=10)
+    start, end = resolve_when(date(2024, 7, 1), s, now=NOW)
+    assert end == datetime(2024, 7, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    assert start == end - timedelta(days=10)
+    assert resolve_when("2024-07-01", s, now=NOW) == (start, end)
+    naive = datetime(2024, 7, 1, 12, 0)
+    assert resolve_when(naive, s, now=NOW) == (datetime(2024, 6, 21, 12, tzinfo=UTC), datetime(2024, 7, 1, 12, tzinfo=UTC))
+    other_tz = datetime(2024, 7, 1, 8, 0, tzinfo=timezone(timedelta(hours=-4)))
+    assert resolve_when(other_tz, s, now=NOW)[1] == datetime(2024, 7, 1, 12, tzinfo=UTC)
+    assert resolve_when("2024-07-01T12:00:00Z", s, now=NOW)[1] == datetime(2024, 7, 1, 12, tzinfo=UTC)
+    a, b = resolve_when("2024-05-01/2024-07-31", s, now=NOW)
+    assert a == datetime(2024, 5, 1, tzinfo=UTC) and b.date() == date(2024, 7, 31) and b.hour == 23
+    assert resolve_when(("2024-05-01", "2024-07-31"), s, now=NOW) == (a, b)
+    assert resolve_when([date(2024, 5, 1), date(2024, 7, 31)], s, now=NOW) == (a, b)
+    # open ends: '..' start -> recency_days before the end; '..' end -> now
+    a2, b2 = resolve_when("../2024-07-31", s, now=NOW)
+    assert b2 == b and a2 == b - timedelta(days=10)
+    assert resolve_when("2024-05-01/..", s, now=NOW) == (a, NOW)
+
+
+def test_when_ending_in_the_future_is_cut_at_now() -> None:
+    start, end = resolve_when(("2024-08-01", "2024-12-31"), Settings(), now=NOW)
+    assert end == NOW and start == datetime(2024, 8, 1, tzinfo=UTC)
+    # today (a date) is fine: its window ends now
+    assert resolve_when(NOW.date(), Settings(), now=NOW)[1] == NOW
+
+
+@pytest.mark.parametrize("when, match", [
+    (date(2024, 9, 1), "future"),
+    ("2025-01-01T00:00:00Z", "future"),
+    (("2024-09-01", "2024-10-01"), "starts in the future"),
+    ("2024-07-31/2024-05-01", "reversed"),
+    ((datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)), "reversed"),
+    ((datetime(2024, 7, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC)), "empty"),
+    ("last tuesday", "not an ISO date"),
+    ("", "empty string"),
+    (12345, "must be a date"),
+    (("2024-01-01", "2024-02-01", "2024-03-01"), "exactly"),
+    ("2024-01-01/2024-02-01/2024-03-01", "start/end"),
+    ((None, None), "at least one"),
+    ("2014-01-01", "before Sentinel-2"),
+])
+def test_when_rejects_bad_windows(when: Any, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        resolve_when(when, Settings(), now=NOW)
+
+
+def test_invalid_coordinates_are_rejected_before_any_search() -> None:
+    for lat, lon in [(float("nan"), -73.98), (40.7, float("inf")), ("40.7", -73.98), (95.0, -73.98),
+                     (-73.98, 40.75), (51.5, -0.12)]:
+        with pytest.raises(InvalidLocationError):
+            chip_grid(lat, lon)
+
+
+def test_deadline() -> None:
+    d = Deadline(0.2)
+    assert 0.0 < d.remaining() <= 0.2 and not d.expired
+    d.check("step", "svc")
+    time.sleep(0.25)
+    assert d.expired and d.remaining() == 0.0
+    with pytest.raises(DeadlineExceededError, match=r"reading X at host:1 did not finish within the 0.2 s deadline"):
+        d.check("reading X", "host:1")
+    assert isinstance(d.error("a", "b"), TimeoutError)
+    forever = Deadline(None)
+    assert forever.remaining() == float("inf") and forever.timeout() is None and forever.timeout(3) == 3
+    for bad in (0, -1, float("nan"), True, "10"):
+        with pytest.raises(InvalidInputError):
+            Deadline(bad)  # type: ignore[arg-type]
