@@ -21,7 +21,7 @@ threads), predicts one deterministic 224x224 chip of the three modalities, then 
 
 Figures per path (``paths`` in ``--json``; the table has one row per path):
 - precision_requested / precision_ran: the ``precision`` passed to ``load_runtime`` and what
-  actually ran (``model_info()["precision"]``); precision_reason says why, and warnings lists
+  actually ran (``model_info().precision``); precision_reason says why, and warnings lists
   the warnings raised while loading and predicting the first chip (a precision fallback, say).
 - s: median seconds of one chip (``Runtime.predict``: standardise, tile, forward, blend,
   softmax) over every timed prediction of every round.
@@ -122,8 +122,8 @@ hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(
 info = rt.model_info()
 print(json.dumps({"first_result_s": first, "times": times, "peak_rss_gb": hwm * 1024 / 1e9, "n_tiles": p.n_tiles,
                   "torch_imported": "torch" in sys.modules, "terratorch_imported": "terratorch" in sys.modules,
-                  "device": info["device"], "precision": info["precision"],
-                  "precision_requested": info["precision_requested"], "precision_reason": info["precision_reason"],
+                  "device": info.device, "precision": info.precision,
+                  "precision_requested": info.precision_requested, "precision_reason": info.precision_reason,
                   "warnings": sorted({f"{w.category.__name__}: {w.message}" for w in caught})}))
 """
 
@@ -196,7 +196,8 @@ def _worker(backend: str, artifact: Path, *, threads: int, repeats: int, warmup:
 
 def _artifact(workdir: Path, encoder: str) -> Path:
     """The random-weight two-head artifact with a full-modality ONNX export (built once)."""
-    from terramind_nyc.model.artifact import ModelConfig, read_config
+    from terramind_nyc.model.config import ModelConfig
+    from terramind_nyc.model.locate import read_config
     from terramind_nyc.model.export_onnx import export_onnx
     from terramind_nyc.testing.model import make_tiny_artifact
 

@@ -47,7 +47,7 @@ def _serve(root: str, latency_s: float, conn: Any, nodelay: bool) -> None:
         # is left on, so a response written as headers + body waits for the client's delayed ACK
         # (about 40 ms per response on Linux, on top of the injected latency); and the listen
         # backlog is 5, so a burst of parallel connections loses SYNs and waits 1 s to retry.
-        from terramind_nyc.testing import servers as harness
+        from terramind_nyc.testing.servers import loopback as harness
 
         mixin = getattr(harness, "_FaultHandlerMixin", None)
         if mixin is not None:

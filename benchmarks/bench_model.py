@@ -105,10 +105,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from terratorch.models import EncoderDecoderFactory
         from terratorch.tasks.tiled_inference import tiled_inference
 
-    from terramind_nyc.model.artifact import ModelConfig, save_artifact
+    from terramind_nyc.model.artifact import save_artifact
+    from terramind_nyc.model.config import ModelConfig
     from terramind_nyc.model.network import build_network
     from terramind_nyc.model.precision import cpu_bf16_flags, torch_numerics
-    from terramind_nyc.model.runtime import TorchRuntime
+    from terramind_nyc.model.runtime_torch import TorchRuntime
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

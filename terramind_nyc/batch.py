@@ -278,7 +278,8 @@ def run_batch(
     ``out_path`` written from a different input raises InvalidInputError rather than mixing
     the two. ``progress`` shows a tqdm bar (default: when stderr is a terminal).
     """
-    from .api import _runtime, fetch_many
+    from .api import fetch_many
+    from .pipeline import current_pipeline
 
     if not isinstance(chunk, int) or chunk < 1:
         raise InvalidInputError(f"chunk must be a positive integer, got {chunk!r}")
@@ -290,9 +291,9 @@ def run_batch(
 
     def class_names() -> Sequence[str]:
         try:
-            return tuple(_runtime(settings).model_info()["lulc_classes"])
+            return tuple(current_pipeline().runtimes(settings).model_info().lulc_classes)
         except Exception:  # noqa: BLE001 - no model: every point fails anyway; use the default names
-            from .model.artifact import DEFAULT_HEADS
+            from .model.config import DEFAULT_HEADS
 
             return DEFAULT_HEADS[0].classes
 

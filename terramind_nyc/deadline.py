@@ -85,7 +85,7 @@ def call_with_deadline(fn: Callable[[], T], deadline: Deadline, step: str, servi
             return
         try:
             fut.set_result(fn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+        except BaseException as exc:
             fut.set_exception(exc)
 
     threading.Thread(target=run, name="terramind-nyc-stac", daemon=True).start()

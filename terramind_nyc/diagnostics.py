@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
+from .model.locate import is_local_checkpoint
 from .model.precision import choose_precision, cpu_bf16_flags, cpu_model
 from .settings import Settings
 
@@ -80,7 +80,7 @@ def checkpoint_status(settings: Settings, *, timeout_s: float = 5.0) -> dict[str
     ck = settings.checkpoint
     status: dict[str, Any] = {"id": ck, "revision": settings.checkpoint_revision}
     path = Path(ck).expanduser()
-    if path.exists() or ck.startswith((".", "/", "~")) or os.sep in ck and not _looks_like_repo_id(ck):
+    if is_local_checkpoint(ck):
         files = [f for f in ("config.json", "model.safetensors") if not (path / f).is_file()]
         status["kind"] = "local"
         status["reachable"] = path.is_dir() and not files
@@ -110,11 +110,6 @@ def checkpoint_status(settings: Settings, *, timeout_s: float = 5.0) -> dict[str
             "TERRAMIND_NYC_CHECKPOINT at a local artifact directory (see docs/checkpoint.md)",
         )
     return status
-
-
-def _looks_like_repo_id(s: str) -> bool:
-    parts = s.split("/")
-    return len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
 
 
 def environment_info(settings: Settings) -> dict[str, Any]:

@@ -10,24 +10,24 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = [
-    "TerramindNYCError",
-    "SettingsError",
-    "InvalidLocationError",
-    "OutsideDomainError",
-    "InvalidInputError",
+    "BackendError",
     "CatalogError",
-    "NoSceneError",
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "ChipError",
     "ChipNodataError",
     "DeadlineExceededError",
-    "CheckpointError",
-    "CheckpointNotFoundError",
-    "BackendError",
-    "TerramindNYCWarning",
+    "InvalidInputError",
+    "InvalidLocationError",
     "MissingModalityWarning",
-    "StaleSceneWarning",
-    "ProviderFallbackWarning",
+    "NoSceneError",
+    "OutsideDomainError",
     "PrecisionFallbackWarning",
+    "ProviderFallbackWarning",
+    "SettingsError",
+    "StaleSceneWarning",
+    "TerramindNYCError",
+    "TerramindNYCWarning",
 ]
 
 

@@ -268,6 +268,10 @@ class ChipGrid:
 
         return GeoBox((self.height, self.width), self.transform, self.crs)
 
+    def cache_key(self) -> tuple[Any, ...]:
+        """Hashable identity of the grid for cache keys: CRS, transform (to 1e-6 m), size."""
+        return (self.crs, tuple(round(v, 6) for v in tuple(self.transform)[:6]), self.width, self.height)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe description: CRS, resolution, size, transform (6 numbers a..f), bounds."""
         return {

@@ -65,6 +65,160 @@ class SelfcheckReport:
         return [c for c in self.checks if not c.ok]
 
 
+class _Run:
+    """One selfcheck run: its folders, its settings, and one method per step."""
+
+    def __init__(self, root: Path, *, checkpoint: str | None, backend: str, precision: str,
+                 outdir: str | Path | None, progress: Callable[[Check], None] | None) -> None:
+        self.root = root
+        self.checkpoint = checkpoint
+        self.backend = backend
+        self.precision = precision
+        self.outdir = outdir
+        self.progress = progress
+        self.checks: list[Check] = []
+        self.result: Any | None = None
+        self.outputs: dict[str, str] = {}
+        self.cat: Any = None
+        self.settings: Settings | None = None
+
+    def report(self) -> SelfcheckReport:
+        return SelfcheckReport(tuple(self.checks), self.result, dict(self.outputs), random_weights=not self.checkpoint)
+
+    def step(self, name: str, fn: Callable[[], str]) -> bool:
+        t = time.perf_counter()
+        try:
+            detail, ok = fn(), True
+        except Exception as exc:
+            log.debug("selfcheck step %s failed", name, exc_info=True)
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+        c = Check(name, ok, detail, time.perf_counter() - t)
+        self.checks.append(c)
+        if self.progress is not None:
+            self.progress(c)
+        return ok
+
+    # --- set-up ----------------------------------------------------------------------------
+    def build_catalog(self) -> str:
+        from .testing import build_fixture_catalog
+
+        imagery = self.root / "imagery"
+        imagery.mkdir(parents=True, exist_ok=True)
+        # asset hrefs are plain file paths: the local provider reads them with no server
+        self.cat = build_fixture_catalog(imagery, imagery.resolve().as_posix())
+        return f"{len(self.cat.items())} STAC items over generated COGs, {len(self.cat.points)} scenarios (local provider)"
+
+    def build_model(self) -> str:
+        from .cache import clear_caches
+
+        if self.checkpoint:
+            ck, detail = self.checkpoint, f"using checkpoint {self.checkpoint}"
+        else:
+            from .testing.model import make_tiny_artifact
+
+            path = make_tiny_artifact(self.root / "tiny-artifact")
+            ck = str(path)
+            detail = f"tiny two-head TerraMind artifact with RANDOM weights at {path.name} (figures are meaningless)"
+        self.settings = self.cat.settings(checkpoint=ck, backend=self.backend, precision=self.precision,
+                                          cache_enabled=True)
+        clear_caches()
+        return detail
+
+    # --- the fetch path --------------------------------------------------------------------
+    def scenario(self, name: str, expect_missing: tuple[str, ...] = ()) -> Callable[[], str]:
+        def run() -> str:
+            from .api import fetch
+            from .errors import MissingModalityWarning
+
+            lat, lon = self.cat.points[name]
+            exp = self.cat.expected[name]
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                r = fetch(lat, lon, when=self.cat.when(name), settings=self.settings)
+            s2 = r.provenance.imagery["S2L2A"]
+            if sorted(s2["item_ids"]) != sorted(exp["s2_ids"]):
+                raise AssertionError(f"chose {s2['item_ids']}, expected {exp['s2_ids']}")
+            total = sum(r.lulc_fractions.values())
+            if not math.isclose(total, 1.0, abs_tol=1e-6) or not 0 <= r.building_density <= 1:
+                raise AssertionError(f"fractions sum to {total}, density {r.building_density}")
+            if tuple(r.provenance.modalities_missing) != expect_missing:
+                raise AssertionError(f"missing {r.provenance.modalities_missing}, expected {expect_missing}")
+            if expect_missing and not any(issubclass(w.category, MissingModalityWarning) for w in caught):
+                raise AssertionError("no MissingModalityWarning for the missing modality")
+            json.dumps(r.to_dict(), allow_nan=False)
+            if self.result is None:
+                self.result = r
+            return (f"S2 {','.join(s2['item_ids'])}; buildings {100 * r.building_density:.1f}%, "
+                    f"dominant {r.dominant_class}; {r.provenance.backend} {r.provenance.precision}; "
+                    f"{r.timings['total']:.2f} s")
+        return run
+
+    def cached(self) -> str:
+        from .api import fetch
+
+        lat, lon = self.cat.points["clear"]
+        t = time.perf_counter()
+        r = fetch(lat, lon, when=self.cat.when("clear"), settings=self.settings)
+        ms = 1000 * (time.perf_counter() - t)
+        if not r.cached:
+            raise AssertionError("second identical fetch did not hit the result cache")
+        return f"warm fetch {ms:.2f} ms"
+
+    def riprap(self) -> str:
+        from .api import fetch_riprap
+
+        lat, lon = self.cat.points["clear"]
+        ok = fetch_riprap(lat, lon, when=self.cat.when("clear"), settings=self.settings)
+        out = fetch_riprap(40.7128, -80.0, settings=self.settings)
+        json.dumps(ok, allow_nan=False)
+        if not ok.get("ok") or out.get("ok") or "skipped" not in out:
+            raise AssertionError(f"unexpected riprap dicts: {ok} / {out}")
+        return f"pct_buildings {ok['pct_buildings']}, dominant {ok['dominant_class']}; out of NYC skipped"
+
+    def many(self) -> str:
+        from .api import fetch_many
+
+        assert self.settings is not None
+        lat, lon = self.cat.points["clear"]
+        pts = [(lat, lon), (lat + 0.002, lon + 0.002), ("not", "a point"), (lat - 0.002, lon)]
+        items = fetch_many(pts, when=self.cat.when("clear"), settings=self.settings.replace(cache_enabled=False),
+                           progress=False)
+        oks = [it.ok for it in items]
+        if oks != [True, True, False, True]:
+            raise AssertionError(f"per-point outcome {oks}")
+        return "3 points in one shared window, 1 invalid point reported"
+
+    # --- outputs ---------------------------------------------------------------------------
+    def write_outputs(self) -> str:
+        r = self.result
+        if r is None:
+            raise AssertionError("no result to write (the first fetch failed)")
+        out = Path(self.outdir) if self.outdir else self.root / "outputs"
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"json": out / "result.json", "geotiff": out / "result.tif",
+                 "geojson": out / "result.geojson", "quicklook": out / "quicklook.png"}
+        files["json"].write_text(json.dumps(r.to_dict(), indent=2, allow_nan=False))
+        r.to_geotiff(files["geotiff"])
+        gj = r.to_geojson()
+        if gj.get("type") != "FeatureCollection" or not gj.get("features"):
+            raise AssertionError("GeoJSON has no features")
+        files["geojson"].write_text(json.dumps(gj))
+        r.quicklook(files["quicklook"])
+        import rasterio
+
+        with rasterio.open(files["geotiff"]) as ds:
+            if ds.crs is None or (ds.height, ds.width) != r.grid.shape:
+                raise AssertionError(f"GeoTIFF grid {ds.crs} {ds.shape} != result grid {r.grid.shape}")
+            bands = ds.count
+        small = [k for k, f in files.items() if f.stat().st_size == 0]
+        if small:
+            raise AssertionError(f"empty outputs: {small}")
+        self.outputs = {k: str(f) for k, f in files.items()}
+        kept = f" in {out}" if self.outdir else " (temporary; pass --out DIR to keep them)"
+        return (f"result.json, result.tif ({bands} bands), result.geojson ({len(gj['features'])} features), "
+                f"quicklook.png{kept}")
+
+
 def run_selfcheck(
     *,
     checkpoint: str | None = None,
@@ -80,155 +234,17 @@ def run_selfcheck(
     removed afterwards); ``outdir`` keeps the JSON, GeoTIFF, GeoJSON and quicklook outputs
     (default: inside the working folder).
     """
-    from .api import fetch, fetch_many, fetch_riprap
-    from .cache import clear_caches
-    from .errors import MissingModalityWarning
-    from .testing import build_fixture_catalog
-
-    checks: list[Check] = []
-
-    def step(name: str, fn: Callable[[], str]) -> bool:
-        t = time.perf_counter()
-        try:
-            detail, ok = fn(), True
-        except Exception as exc:  # noqa: BLE001 - a failed check is reported, not raised
-            log.debug("selfcheck step %s failed", name, exc_info=True)
-            detail, ok = f"{type(exc).__name__}: {exc}", False
-        c = Check(name, ok, detail, time.perf_counter() - t)
-        checks.append(c)
-        if progress is not None:
-            progress(c)
-        return ok
-
     with tempfile.TemporaryDirectory(prefix="terramind-nyc-selfcheck-") as tmp:
-        root = Path(workdir) if workdir else Path(tmp)
-        imagery = root / "imagery"
-        imagery.mkdir(parents=True, exist_ok=True)
-        state: dict[str, Any] = {}
-
-        def report() -> SelfcheckReport:
-            return SelfcheckReport(tuple(checks), state.get("result"), dict(state.get("outputs", {})),
-                                   random_weights=not checkpoint)
-
-        if True:  # one indentation level kept for the steps below
-
-            def build_catalog() -> str:
-                # asset hrefs are plain file paths: the local provider reads them with no server
-                cat = build_fixture_catalog(imagery, imagery.resolve().as_posix())
-                state["cat"] = cat
-                return f"{len(cat.items())} STAC items over generated COGs, {len(cat.points)} scenarios (local provider)"
-
-            if not step("generate local catalog", build_catalog):
-                return report()
-            cat = state["cat"]
-
-            def build_model() -> str:
-                if checkpoint:
-                    state["ck"] = checkpoint
-                    return f"using checkpoint {checkpoint}"
-                from .testing.model import make_tiny_artifact
-
-                path = make_tiny_artifact(root / "tiny-artifact")
-                state["ck"] = str(path)
-                return f"tiny two-head TerraMind artifact with RANDOM weights at {path.name} (figures are meaningless)"
-
-            if not step("checkpoint", build_model):
-                return report()
-            settings: Settings = cat.settings(checkpoint=state["ck"], backend=backend, precision=precision,
-                                              cache_enabled=True)
-            clear_caches()
-
-            def scenario(name: str, expect_missing: tuple[str, ...] = ()) -> Callable[[], str]:
-                def run() -> str:
-                    lat, lon = cat.points[name]
-                    exp = cat.expected[name]
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        r = fetch(lat, lon, when=cat.when(name), settings=settings)
-                    s2 = r.provenance.imagery["S2L2A"]
-                    if sorted(s2["item_ids"]) != sorted(exp["s2_ids"]):
-                        raise AssertionError(f"chose {s2['item_ids']}, expected {exp['s2_ids']}")
-                    total = sum(r.lulc_fractions.values())
-                    if not math.isclose(total, 1.0, abs_tol=1e-6) or not 0 <= r.building_density <= 1:
-                        raise AssertionError(f"fractions sum to {total}, density {r.building_density}")
-                    if tuple(r.provenance.modalities_missing) != expect_missing:
-                        raise AssertionError(f"missing {r.provenance.modalities_missing}, expected {expect_missing}")
-                    if expect_missing and not any(issubclass(w.category, MissingModalityWarning) for w in caught):
-                        raise AssertionError("no MissingModalityWarning for the missing modality")
-                    json.dumps(r.to_dict(), allow_nan=False)
-                    state.setdefault("result", r)
-                    return (f"S2 {','.join(s2['item_ids'])}; buildings {100 * r.building_density:.1f}%, "
-                            f"dominant {r.dominant_class}; {r.provenance.backend} {r.provenance.precision}; "
-                            f"{r.timings['total']:.2f} s")
-                return run
-
-            step("fetch: newest clear scene", scenario("clear"))
-            step("fetch: chip SCL beats scene-wide cloud cover", scenario("cloudy_vs_clear"))
-            step("fetch: chip across two tiles is mosaicked", scenario("tile_edge"))
-            step("fetch: no S1 -> model runs without it, flagged", scenario("no_s1", ("S1RTC",)))
-
-            def cached() -> str:
-                lat, lon = cat.points["clear"]
-                t = time.perf_counter()
-                r = fetch(lat, lon, when=cat.when("clear"), settings=settings)
-                ms = 1000 * (time.perf_counter() - t)
-                if not r.cached:
-                    raise AssertionError("second identical fetch did not hit the result cache")
-                return f"warm fetch {ms:.2f} ms"
-
-            step("result cache hit", cached)
-
-            def riprap() -> str:
-                lat, lon = cat.points["clear"]
-                ok = fetch_riprap(lat, lon, when=cat.when("clear"), settings=settings)
-                out = fetch_riprap(40.7128, -80.0, settings=settings)
-                json.dumps(ok, allow_nan=False)
-                if not ok.get("ok") or out.get("ok") or "skipped" not in out:
-                    raise AssertionError(f"unexpected riprap dicts: {ok} / {out}")
-                return f"pct_buildings {ok['pct_buildings']}, dominant {ok['dominant_class']}; out of NYC skipped"
-
-            step("fetch_riprap contract", riprap)
-
-            def many() -> str:
-                lat, lon = cat.points["clear"]
-                pts = [(lat, lon), (lat + 0.002, lon + 0.002), ("not", "a point"), (lat - 0.002, lon)]
-                items = fetch_many(pts, when=cat.when("clear"), settings=settings.replace(cache_enabled=False),
-                                   progress=False)
-                oks = [it.ok for it in items]
-                if oks != [True, True, False, True]:
-                    raise AssertionError(f"per-point outcome {oks}")
-                return "3 points in one shared window, 1 invalid point reported"
-
-            step("fetch_many", many)
-
-            def outputs() -> str:
-                r = state.get("result")
-                if r is None:
-                    raise AssertionError("no result to write (the first fetch failed)")
-                out = Path(outdir) if outdir else root / "outputs"
-                out.mkdir(parents=True, exist_ok=True)
-                files = {"json": out / "result.json", "geotiff": out / "result.tif",
-                         "geojson": out / "result.geojson", "quicklook": out / "quicklook.png"}
-                files["json"].write_text(json.dumps(r.to_dict(), indent=2, allow_nan=False))
-                r.to_geotiff(files["geotiff"])
-                gj = r.to_geojson()
-                if gj.get("type") != "FeatureCollection" or not gj.get("features"):
-                    raise AssertionError("GeoJSON has no features")
-                files["geojson"].write_text(json.dumps(gj))
-                r.quicklook(files["quicklook"])
-                import rasterio
-
-                with rasterio.open(files["geotiff"]) as ds:
-                    if ds.crs is None or (ds.height, ds.width) != r.grid.shape:
-                        raise AssertionError(f"GeoTIFF grid {ds.crs} {ds.shape} != result grid {r.grid.shape}")
-                    bands = ds.count
-                small = [k for k, f in files.items() if f.stat().st_size == 0]
-                if small:
-                    raise AssertionError(f"empty outputs: {small}")
-                state["outputs"] = {k: str(f) for k, f in files.items()}
-                kept = f" in {out}" if outdir else " (temporary; pass --out DIR to keep them)"
-                return (f"result.json, result.tif ({bands} bands), result.geojson ({len(gj['features'])} features), "
-                        f"quicklook.png{kept}")
-
-            step("outputs: JSON, GeoTIFF, GeoJSON, quicklook", outputs)
-        return report()
+        run = _Run(Path(workdir) if workdir else Path(tmp), checkpoint=checkpoint, backend=backend,
+                   precision=precision, outdir=outdir, progress=progress)
+        if not run.step("generate local catalog", run.build_catalog) or not run.step("checkpoint", run.build_model):
+            return run.report()
+        run.step("fetch: newest clear scene", run.scenario("clear"))
+        run.step("fetch: chip SCL beats scene-wide cloud cover", run.scenario("cloudy_vs_clear"))
+        run.step("fetch: chip across two tiles is mosaicked", run.scenario("tile_edge"))
+        run.step("fetch: no S1 -> model runs without it, flagged", run.scenario("no_s1", ("S1RTC",)))
+        run.step("result cache hit", run.cached)
+        run.step("fetch_riprap contract", run.riprap)
+        run.step("fetch_many", run.many)
+        run.step("outputs: JSON, GeoTIFF, GeoJSON, quicklook", run.write_outputs)
+        return run.report()

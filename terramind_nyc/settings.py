@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .errors import InvalidInputError, SettingsError
 
-__all__ = ["Settings", "ENV_PREFIX", "DEFAULT_CHECKPOINT", "KEY_SCOPES", "PLANETARY_COMPUTER_URL"]
+__all__ = ["DEFAULT_CHECKPOINT", "ENV_PREFIX", "KEY_SCOPES", "PLANETARY_COMPUTER_URL", "Settings"]
 
 ENV_PREFIX = "TERRAMIND_NYC_"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"

@@ -10,26 +10,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-import terramind_nyc.api as api
 from terramind_nyc.cache import clear_caches
-from terramind_nyc.imagery.reader import Chip
 from terramind_nyc.errors import MissingModalityWarning
+from terramind_nyc.imagery.chip import Chip, ModalityProvenance
+from terramind_nyc.model.runtime import ModelInfo
+from terramind_nyc.pipeline import Pipeline, use_pipeline
+from terramind_nyc.sensors import S2_BANDS, UNITS
 
 CLASSES = ("water", "developed", "forest", "herbaceous", "other")
-BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+BANDS = S2_BANDS
 ESB = (40.7484, -73.9857)
 
 
-@dataclass(frozen=True)
-class FakeProv:
-    item_ids: list[str]
-    datetimes: list[str]
-    cloud_fraction: float = 0.01
-    provider: str = "fake"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"item_ids": self.item_ids, "datetimes": self.datetimes, "cloud_fraction": self.cloud_fraction,
-                "nodata_fraction": 0.0, "provider": self.provider}
+def fake_provenance(datetime_iso: str) -> ModalityProvenance:
+    """The S2 provenance of a fake chip: one item ``S2A_FAKE`` acquired at ``datetime_iso``."""
+    return ModalityProvenance(
+        modality="S2L2A", collection="sentinel-2-l2a", provider="local", catalog="fake", item_ids=("S2A_FAKE",),
+        datetimes=(datetime_iso,), bands=S2_BANDS, units=UNITS["S2L2A"], source_crs=("EPSG:32618",),
+        resampling="bilinear", nodata_fraction=0.0, cloud_fraction=0.01)
 
 
 def _world_field(grid) -> np.ndarray:
@@ -41,6 +39,8 @@ def _world_field(grid) -> np.ndarray:
 
 
 class FakeReader:
+    """A :class:`terramind_nyc.pipeline.ChipReader`: a smooth synthetic chip on any grid, no I/O."""
+
     def __init__(self, missing=(), fail: Exception | None = None):
         self.calls = 0
         self.missing = tuple(missing)
@@ -65,7 +65,7 @@ class FakeReader:
         if self.corner_invalid:
             valid[:2, :2] = False
         masks = {m: valid for m in arrays}
-        prov = {"S2L2A": FakeProv(["S2A_FAKE"], [self.s2_datetime])}
+        prov = {"S2L2A": fake_provenance(self.s2_datetime)}
         return Chip(grid=grid, arrays=arrays, masks=masks, scl=None, provenance=prov, missing=self.missing)
 
 
@@ -74,16 +74,27 @@ class FakePrediction:
     probabilities: dict[str, np.ndarray]
 
 
+FAKE_INFO = ModelInfo(
+    checkpoint={"id": "fake", "name": "fake-two-head", "version": "0", "sha256": "ab" * 32},
+    backend="fake", device="cpu", precision="fp32", precision_requested="fp32", precision_reason="fake runtime",
+    modalities=("S2L2A", "S1RTC", "DEM"),
+    heads={"lulc": {"classes": CLASSES, "colors": ("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
+                    "threshold": None},
+           "buildings": {"classes": ("background", "building"), "colors": ("#000000", "#ff7f00"), "threshold": 0.5}},
+    lulc_classes=CLASSES, lulc_colors=("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
+    building_threshold=0.5, s2_bands=S2_BANDS, tile_size=224, timesteps=1,
+)
+
+
 @dataclass
 class FakeRuntime:
+    """A :class:`terramind_nyc.pipeline.ModelRuntime`: probabilities from a formula over S2 band 1."""
+
     calls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def model_info(self) -> dict[str, Any]:
-        return {"lulc_classes": CLASSES, "lulc_colors": ("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
-                "building_threshold": 0.5, "s2_bands": BANDS, "modalities": ("S2L2A", "S1RTC", "DEM"),
-                "checkpoint": {"id": "fake", "name": "fake-two-head", "version": "0", "sha256": "ab" * 32},
-                "backend": "fake", "device": "cpu", "precision": "fp32"}
+    def model_info(self) -> ModelInfo:
+        return FAKE_INFO
 
     def predict(self, arrays, masks=None):
         with self.lock:
@@ -96,13 +107,46 @@ class FakeRuntime:
                                "buildings": np.stack([1 - p_b, p_b]).astype(np.float32)})
 
 
+class SwitchableReader:
+    """A chip reader that delegates to ``current`` (tests swap it mid-test with :meth:`Fakes.swap_reader`)."""
+
+    def __init__(self, current: Any) -> None:
+        self.current = current
+
+    def __call__(self, grid, start, end, settings, deadline):
+        return self.current(grid, start, end, settings, deadline)
+
+
+@dataclass
+class Fakes:
+    """What the ``fakes`` fixture gives: the fake reader and runtime behind the installed pipeline.
+
+    Unpacks as ``reader, runtime = fakes``.
+    """
+
+    reader: FakeReader
+    runtime: FakeRuntime
+    switch: SwitchableReader
+
+    def __iter__(self):
+        return iter((self.reader, self.runtime))
+
+    def __getitem__(self, i: int):
+        return (self.reader, self.runtime)[i]
+
+    def swap_reader(self, reader: Any) -> None:
+        """Serve chips from ``reader`` from now on (the runtime stays)."""
+        self.switch.current = reader
+
+
 @pytest.fixture
-def fakes(monkeypatch):
+def fakes():
+    """``fetch`` & co. run through a real :class:`Pipeline` whose reader and runtime are fakes."""
     clear_caches()
     reader, runtime = FakeReader(), FakeRuntime()
-    monkeypatch.setattr(api, "_read_chip", reader)
-    monkeypatch.setattr(api, "_runtime", lambda settings: runtime)
-    yield reader, runtime
+    switch = SwitchableReader(reader)
+    with use_pipeline(Pipeline(reader=switch, runtimes=lambda settings: runtime)):
+        yield Fakes(reader, runtime, switch)
     clear_caches()
 
 
@@ -115,7 +159,7 @@ def assert_threads_agree(runtime: Any, x: dict[str, np.ndarray], n: int = 4) -> 
     def work(i: int) -> None:
         try:
             results[i] = runtime.predict(x).probabilities
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]

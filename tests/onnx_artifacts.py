@@ -1,8 +1,8 @@
 """A tiny random-weight two-head artifact with an ONNX export, built once per test session.
 
 The export (four graphs: every subset that holds S2L2A) is the slow part of the ONNX tests
-(about half a minute on two cores), so tests/test_onnx_export.py and tests/test_onnx_runtime.py
-share one. Tests that damage an artifact work on a copy (:func:`copy_artifact`).
+(about half a minute on two cores), so tests/model/test_export_onnx.py and tests/model/test_runtime_onnx.py
+(and the other ONNX tests) share one. Tests that damage an artifact work on a copy (:func:`copy_artifact`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reference_runtime(path: Path):  # -> TorchRuntime (torch is imported only when called)
     """torch on the CPU in IEEE fp32 over ``path``: the reference of every backend parity test."""
     from terramind_nyc.model.backends import load_runtime
-    from terramind_nyc.model.runtime import TorchRuntime
+    from terramind_nyc.model.runtime_torch import TorchRuntime
 
     rt = load_runtime(str(path), backend="torch", device="cpu", precision="fp32")
     assert isinstance(rt, TorchRuntime) and rt.precision.used == "fp32"

@@ -7,14 +7,11 @@ with the real reader and a tiny TerraMind is in tests/test_selfcheck.py.
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pytest
+from fakes import CLASSES, ESB, FakeReader, fakes  # noqa: F401 - fakes is a fixture
 
-import terramind_nyc.api as api
 from terramind_nyc import (
     CatalogError,
     InvalidInputError,
@@ -26,8 +23,6 @@ from terramind_nyc import (
     fetch_riprap,
 )
 from terramind_nyc.cache import clear_caches
-
-from fakes import CLASSES, ESB, FakeReader, fakes  # noqa: F401 - fakes is a fixture
 
 
 def test_fetch_result_figures_and_views(fakes):
@@ -63,7 +58,6 @@ def test_warm_fetch_hits_result_cache_and_never_runs_model(fakes):
 
 def test_points_5m_apart_share_answer_only_when_they_snap_to_the_same_grid(fakes):
     reader, runtime = fakes
-    g = api.chip_grid_for_test = None  # noqa: F841 - clarity
     from terramind_nyc.grid import chip_grid
 
     base = chip_grid(*ESB)
@@ -106,7 +100,7 @@ def test_cache_disabled_runs_each_time(fakes):
 
 def test_missing_modality_warns_and_is_recorded(monkeypatch, fakes):
     reader, runtime = fakes
-    monkeypatch.setattr(api, "_read_chip", FakeReader(missing=("S1RTC",)))
+    fakes.swap_reader(FakeReader(missing=("S1RTC",)))
     with pytest.warns(MissingModalityWarning):
         r = fetch(*ESB, settings=Settings(cache_enabled=False))
     assert r.provenance.modalities_missing == ("S1RTC",)
@@ -141,7 +135,7 @@ def test_cache_hit_reports_the_requested_point(fakes):
 def test_missing_modality_warns_once_per_fetch_also_from_the_chip_cache(monkeypatch, fakes):
     import warnings
 
-    monkeypatch.setattr(api, "_read_chip", FakeReader(missing=("DEM",)))
+    fakes.swap_reader(FakeReader(missing=("DEM",)))
     for radius in (None, 300.0):  # the second call reads the chip from the chip cache
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -184,14 +178,14 @@ def test_fetch_riprap_never_raises(monkeypatch, fakes):
     assert out["ok"] is False and "skipped" in out
     out = fetch_riprap(float("nan"), 1)
     assert out["ok"] is False and ("err" in out or "skipped" in out)
-    monkeypatch.setattr(api, "_read_chip", FakeReader(fail=CatalogError("STAC search failed: 503 from test")))
+    fakes.swap_reader(FakeReader(fail=CatalogError("STAC search failed: 503 from test")))
     out = fetch_riprap(*ESB, settings=Settings(cache_enabled=False))
     assert out == {"ok": False, "err": "CatalogError: STAC search failed: 503 from test",
                    "error_type": "CatalogError", "elapsed_s": out["elapsed_s"]}
-    monkeypatch.setattr(api, "_read_chip", FakeReader(fail=KeyError("boom")))
+    fakes.swap_reader(FakeReader(fail=KeyError("boom")))
     out = fetch_riprap(*ESB, settings=Settings(cache_enabled=False))
     assert out["ok"] is False and "KeyError" in out["err"]
-    monkeypatch.setattr(api, "_read_chip", fakes[0])  # failures were not cached: the next call succeeds
+    fakes.swap_reader(fakes[0])  # failures were not cached: the next call succeeds
     ok = fetch_riprap(*ESB)
     assert ok["ok"] is True
 
@@ -236,28 +230,3 @@ def test_threads_share_one_answer(fakes):
     serial = [fetch(*p).building_density for p in pts]
     assert res == serial
     assert runtime.calls == 3  # single flight per key
-
-
-def test_grouping_shares_dense_points_and_splits_far_ones():
-    """A group is kept only when its union window costs no more model tiles than separate windows."""
-    from terramind_nyc.api import _group_windows
-    from terramind_nyc.grid import chip_grid
-    from terramind_nyc.model.tiling import plan_tiles, tile_count
-
-    s = Settings()
-    rng = np.random.default_rng(3)
-    dense = [(40.75 + d, -73.98 + e) for d, e in rng.uniform(-0.0135, 0.0135, size=(50, 2))]
-    grids = [(i, chip_grid(la, lo, settings=s)) for i, (la, lo) in enumerate(dense)]
-    groups = _group_windows(grids, 896)
-    assert len(groups) == 1 and sorted(i for i, _ in groups[0]) == list(range(50))
-    # two points ~7 km apart fit in one 896 px window, but 25 tiles cost more than two 1-tile windows
-    far = [(0, chip_grid(40.75, -73.98, settings=s)), (1, chip_grid(40.75, -73.90, settings=s))]
-    assert sorted(len(g) for g in _group_windows(far, 896)) == [1, 1]
-    # three close points plus a far one: the close ones still share (found again at half the side)
-    near = [(i, chip_grid(40.75 + 0.001 * i, -73.98, settings=s)) for i in range(3)]
-    groups = _group_windows([*near, (3, chip_grid(40.80, -73.90, settings=s))], 896)
-    assert sorted(len(g) for g in groups) == [1, 3]
-    # the cheap count agrees with the full plan
-    for h, w in [(224, 224), (300, 224), (448, 448), (524, 896), (1000, 333)]:
-        assert tile_count(h, w) == plan_tiles(h, w).n_tiles
-

@@ -114,9 +114,9 @@ def test_cli_fetch_json_riprap_and_outputs(world, tmp_path):
     assert res.exit_code != 0 and "outside" in res.output
 
 
-def test_on_disk_chip_cache_survives_the_process_caches(world, tmp_path, monkeypatch):
+def test_on_disk_chip_cache_survives_the_process_caches(world, tmp_path):
     cat, ck = world
-    import terramind_nyc.api as api
+    from terramind_nyc.pipeline import Pipeline, use_pipeline
 
     lat, lon = cat.points["no_s1"]
     s = cat.settings(checkpoint=str(ck), cache_dir=str(tmp_path / "chips"))
@@ -127,8 +127,7 @@ def test_on_disk_chip_cache_survives_the_process_caches(world, tmp_path, monkeyp
     def no_reads(*a, **kw):
         raise AssertionError("the reader ran although the chip was on disk")
 
-    monkeypatch.setattr(api, "_read_chip", no_reads)
-    with pytest.warns(Warning) as caught:  # the missing S1 is still reported
+    with use_pipeline(Pipeline(reader=no_reads)), pytest.warns(Warning) as caught:  # the missing S1 is still reported
         again = fetch(lat, lon, when=cat.when("no_s1"), settings=s)
     assert any("S1RTC" in str(w.message) for w in caught)
     assert again.building_density == first.building_density
@@ -139,7 +138,7 @@ def test_on_disk_chip_cache_survives_the_process_caches(world, tmp_path, monkeyp
 
 def test_checkpoint_with_another_s2_offset_rule_is_refused(world, tmp_path):
     from terramind_nyc import CheckpointError
-    from terramind_nyc.model.artifact import S2OffsetRule
+    from terramind_nyc.sensors import S2OffsetRule
     from terramind_nyc.testing.model import tiny_config
 
     cat, _ = world
@@ -196,7 +195,7 @@ def test_provenance_names_the_precision_that_ran(world, monkeypatch):
 
     cat, ck = world
     lat, lon = cat.points["clear"]
-    precision_mod._warned.clear()
+    precision_mod.reset_warnings()
     monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ())  # a CPU without bf16 units
     with pytest.warns(PrecisionFallbackWarning, match="no bf16 support"):
         r = fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(ck), precision="bf16"))
@@ -206,4 +205,4 @@ def test_provenance_names_the_precision_that_ran(world, monkeypatch):
     r2 = fetch(lat, lon, when=cat.when("clear"), settings=cat.settings(checkpoint=str(ck), precision="bf16"))
     assert r2.provenance.precision == "bf16" and not r2.cached  # results of each precision are cached apart
     assert r2.provenance.backend == "torch"
-    precision_mod._warned.clear()
+    precision_mod.reset_warnings()

@@ -302,3 +302,10 @@ def test_grid_constructor_validates() -> None:
     g = chip_grid(*ESB)
     with pytest.raises(InvalidInputError):
         ChipGrid(g.crs, 10.0, 0, 10, g.transform, g.bounds, g.bounds_4326, *ESB)
+
+
+def test_invalid_coordinates_are_rejected_before_any_search() -> None:
+    for lat, lon in [(float("nan"), -73.98), (40.7, float("inf")), ("40.7", -73.98), (95.0, -73.98),
+                     (-73.98, 40.75), (51.5, -0.12)]:
+        with pytest.raises(InvalidLocationError):
+            chip_grid(lat, lon)

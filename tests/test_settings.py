@@ -1,6 +1,6 @@
 import pytest
 
-from terramind_nyc import Settings, SettingsError
+from terramind_nyc import InvalidInputError, Settings, SettingsError
 from terramind_nyc.settings import settings_table
 
 
@@ -84,3 +84,47 @@ def test_docs_settings_md_is_current():
     doc = (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
     stale = [line for line in settings_table().splitlines() if line.startswith("| `") and line not in doc]
     assert not stale, "docs/settings.md is out of date: regenerate it with `python -m terramind_nyc.settings`"
+
+
+def test_resolve_is_the_one_default_path(monkeypatch):
+    monkeypatch.setenv("TERRAMIND_NYC_RECENCY_DAYS", "33")
+    assert Settings.resolve(None).recency_days == 33  # None -> from_env()
+    s = Settings(recency_days=5)
+    assert Settings.resolve(s) is s
+    with pytest.raises(InvalidInputError, match="Settings"):
+        Settings.resolve({"recency_days": 5})  # type: ignore[arg-type]
+
+
+def test_every_field_declares_its_cache_key_scopes():
+    import dataclasses
+
+    from terramind_nyc.settings import KEY_SCOPES
+
+    for f in dataclasses.fields(Settings):
+        assert "scopes" in f.metadata and set(f.metadata["scopes"]) <= set(KEY_SCOPES), f.name
+
+
+@pytest.mark.parametrize("scope", ["catalog", "chip", "caches", "model", "runtime"])
+def test_key_changes_exactly_with_the_fields_of_its_scope(scope):
+    import dataclasses
+
+    base = Settings()
+    key = base.key(scope)
+    assert hash(key) == hash(Settings().key(scope))
+    changes = {"catalog_url": "http://127.0.0.1:1/stac", "s2_collection": "s2-other", "max_cloud": 0.5,
+               "crs": "EPSG:32617", "chip_cache_bytes": 1024, "cache_dir": "/tmp/x", "checkpoint": "a/b",
+               "precision": "fp32", "tile_batch": 2, "recency_days": 7, "deadline_s": 5.0, "signer": "none"}
+    for name, value in changes.items():
+        field = next(f for f in dataclasses.fields(Settings) if f.name == name)
+        changed = base.replace(**{name: value}).key(scope) != key
+        assert changed == (scope in field.metadata["scopes"]), (scope, name)
+
+
+def test_key_scopes_hold_what_they_promise():
+    s = Settings()
+    chip = dict(s.key("chip"))
+    assert {"catalog_provider", "s2_collection", "max_cloud", "resolution_m", "crs"} <= set(chip)
+    assert "deadline_s" not in chip and "checkpoint" not in chip
+    assert set(dict(s.key("model"))) < set(dict(s.key("runtime")))
+    with pytest.raises(SettingsError, match="scope"):
+        s.key("imagery")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from terramind_nyc.model.runtime import standardise, validate_inputs
+from terramind_nyc.model.inputs import standardise, validate_inputs
 from training import modelconfig
 from training.cli import main
 from training.data import NYCDataModule, d4

@@ -26,7 +26,7 @@ import logging
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from terramind_nyc.jsonsafe import json_safe
 from terramind_nyc.errors import (
     CatalogError,
     ChipError,
@@ -193,8 +194,7 @@ def _classify(exc: BaseException) -> tuple[str, bool]:
     if isinstance(exc, WorldCoverMissingError):
         return "no WorldCover", True
     if isinstance(exc, NoSceneError):
-        text = str(exc).lower()
-        return ("too cloudy" if "cloud" in text else "no scene"), True
+        return ("too cloudy" if exc.reason == "cloud" else "no scene"), True
     if isinstance(exc, ChipNodataError):
         return "mostly nodata", True
     if isinstance(exc, DeadlineExceededError):
@@ -312,7 +312,7 @@ def _one_chip(opts: BuildOptions, src: Sources, grid: ChipGrid, cid: str, lat: f
             w.write(h, MASK_FILES[h], mask, nodata=IGNORE_INDEX)
         files = w.commit()
     meta = chip.metadata() if hasattr(chip, "metadata") else {"provenance": getattr(chip, "provenance", {})}
-    prov = _jsonable({k: v for k, v in meta.items() if k not in ("grid", "timings")})
+    prov = json_safe({k: v for k, v in meta.items() if k not in ("grid", "timings")})
     prov_all = {"imagery": prov, "worldcover": {"items": list(wc.item_ids), "nodata_fraction": wc.nodata_fraction,
                                                 "codes": {str(k): v for k, v in wc.codes.items()}},
                 "footprints": {**src.footprints.describe(), "features": len(gdf)}}
@@ -322,33 +322,11 @@ def _one_chip(opts: BuildOptions, src: Sources, grid: ChipGrid, cid: str, lat: f
                       width=grid.width, height=grid.height, missing=missing, provenance=prov_all, stats=stats)
 
 
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "to_dict"):
-        return _jsonable(x.to_dict())
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return _jsonable(dataclasses.asdict(x))
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
-
-
 def _reader_offset_rule() -> dict[str, Any]:
     """The S2 offset rule terramind_nyc's reader applies, in the artifact config's terms (export checks it)."""
-    from terramind_nyc.imagery.reader import S2_OFFSET_DN
+    from terramind_nyc.sensors import READER_S2_OFFSET
 
-    from .modelconfig import default_config
-
-    rule = dataclasses.asdict(default_config().s2_offset)
-    rule["offset_dn"] = int(S2_OFFSET_DN)
-    return rule
+    return dataclasses.asdict(READER_S2_OFFSET)
 
 
 def _meta(opts: BuildOptions, src: Sources) -> dict[str, Any]:
@@ -468,6 +446,3 @@ def build_dataset(opts: BuildOptions, src: Sources) -> BuildSummary:
                         skipped=sum(c.status == "skipped" for c in index.chips), resumed=resumed, failed=failed,
                         reasons=dict(reasons), splits=splits, failures=failures)
 
-
-def iter_ok(index: DatasetIndex) -> Iterable[ChipRecord]:
-    return iter(index.ok())

@@ -1,7 +1,7 @@
 """The datamodule: chips from the dataset layout -> ``(inputs, targets)`` batches.
 
 ``inputs`` is ``{modality: float32 tensor (B, C, H, W)}`` (``(B, C, T, H, W)`` with T > 1
-timesteps) standardised by ``terramind_nyc.model.runtime``'s own function with the model config's
+timesteps) standardised by ``terramind_nyc.model.inputs``'s own function with the model config's
 statistics (one implementation for training and inference; nodata -> 0 after standardising);
 ``targets`` is ``{head: int64 tensor (B, H, W)}`` with -1 = ignore.
 

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from terramind_nyc.jsonsafe import json_safe
+
 from .layout import write_json_atomic
 
 __all__ = ["GateResult", "HeadComparison", "Verdict", "compare", "decide", "gate_metric_key", "write_report"]
@@ -85,17 +87,7 @@ class GateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "rule": self.rule, "rules": dict(RULES),
-                "heads": {k: asdict(v) for k, v in self.heads.items()}, "runs": _jsonable(self.runs)}
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
+                "heads": {k: asdict(v) for k, v in self.heads.items()}, "runs": json_safe(self.runs)}
 
 
 def decide(deltas_pp: Mapping[str, float]) -> tuple[Verdict, str]:
@@ -166,7 +158,7 @@ def to_markdown(result: GateResult) -> str:
                          f"{_pct(c.single_metrics.get(k, float('nan')))} |")
     lines += ["", "## Verdicts", ""] + [f"- **{k}**: {v}." for k, v in RULES.items()]
     if result.runs:
-        lines += ["", "## Runs", "", "```json", json.dumps(_jsonable(result.runs), indent=1, default=str), "```"]
+        lines += ["", "## Runs", "", "```json", json.dumps(json_safe(result.runs), indent=1, default=str), "```"]
     return "\n".join(lines) + "\n"
 
 

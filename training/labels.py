@@ -1,7 +1,7 @@
 """Label schemes: ESA WorldCover 2021 v200 codes -> the land-cover head's classes.
 
 The mapping is by class *name* (DESIGN section 3); the class *order* comes from the model
-config (``terramind_nyc.model.artifact``), so no second copy of the order exists here. WorldCover's
+config (``terramind_nyc.model.config``), so no second copy of the order exists here. WorldCover's
 nodata (0) and any code the scheme does not list map to :data:`IGNORE_INDEX` (-1), which every
 loss and metric ignores.
 """

@@ -1,9 +1,9 @@
 """The training side of terramind_nyc's model modules: one config, one network, one standardisation.
 
 Everything model-shaped comes from ``terramind_nyc``: the config schema and its defaults
-(:class:`terramind_nyc.model.artifact.ModelConfig`: classes, colours, bands, statistics, offset rule),
+(:class:`terramind_nyc.model.config.ModelConfig`: classes, colours, bands, statistics, offset rule),
 the network (:func:`terramind_nyc.model.network.build_network`), the standardisation
-(:func:`terramind_nyc.model.runtime.validate_inputs` + :func:`terramind_nyc.model.runtime.standardise`, the
+(:func:`terramind_nyc.model.inputs.validate_inputs` + :func:`terramind_nyc.model.inputs.standardise`, the
 functions inference runs), the artifact writer (:func:`terramind_nyc.model.artifact.save_artifact`) and
 the runtime that serves it (:func:`terramind_nyc.model.backends.load_runtime`). This module only selects
 and converts; it holds no second copy of any of them.
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from terramind_nyc.model.artifact import ENCODERS, ModelConfig
+from terramind_nyc.model.config import ENCODERS, ModelConfig
 from terramind_nyc.errors import CheckpointError
 
 from .errors import TrainingConfigError
@@ -100,7 +100,7 @@ def band_counts(config: ModelConfig) -> dict[str, int]:
 
 def _standardise(config: ModelConfig, arrays: Mapping[str, np.ndarray],
                  valid: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from terramind_nyc.model.runtime import standardise, validate_inputs
+    from terramind_nyc.model.inputs import standardise, validate_inputs
 
     checked, ok, _ = validate_inputs(config, arrays, valid)
     return standardise(config, checked, ok)

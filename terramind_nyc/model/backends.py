@@ -5,8 +5,8 @@
 
 ``backend="auto"`` (:data:`AUTO_ORDER_DOC`): for an artifact with an ONNX export, OpenVINO on a
 CPU with bf16 units when ``precision`` allows bf16 (the fastest CPU path), else ONNX Runtime,
-else torch; without an export, torch. The runtimes themselves are in :mod:`terramind_nyc.model.runtime`
-(torch, ONNX Runtime) and :mod:`terramind_nyc.model.runtime_openvino`.
+else torch; without an export, torch. The runtimes themselves are in :mod:`terramind_nyc.model.runtime_torch`,
+:mod:`terramind_nyc.model.runtime_onnx` and :mod:`terramind_nyc.model.runtime_openvino`.
 """
 
 from __future__ import annotations
@@ -17,29 +17,27 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from . import runtime_openvino
-from ..errors import BackendError, InvalidInputError, SettingsError
-from .runtime import (
-    ORT_HINT,
-    OnnxRuntime,
-    Runtime,
-    TorchRuntime,
-    gpu_providers_offered,
-    import_onnxruntime,
-    resolve_device,
-)
+from ..errors import BackendError, SettingsError
 from ..settings import Settings
+from . import runtime_openvino
+from .locate import has_onnx_export, locate_onnx
+from .runtime import Runtime
+from .runtime_onnx import ORT_HINT, OnnxRuntime, gpu_providers_offered, import_onnxruntime
+from .runtime_torch import TorchRuntime, resolve_device
 
-__all__ = ["AUTO_ORDER_DOC", "clear_runtimes", "get_runtime", "load_runtime"]
+__all__ = ["AUTO_ORDER_DOC", "clear_runtimes", "get_runtime", "load_runtime", "openvino_installed",
+           "runtime_cache_info", "torch_available"]
 
 log = logging.getLogger(__name__)
 
 
-def _torch_available() -> bool:
+def torch_available() -> bool:
+    """Whether torch and terratorch are installed (without importing them)."""
     return importlib.util.find_spec("torch") is not None and importlib.util.find_spec("terratorch") is not None
 
 
-def _openvino_installed() -> bool:
+def openvino_installed() -> bool:
+    """Whether openvino is installed (without importing it)."""
     return importlib.util.find_spec("openvino") is not None
 
 
@@ -90,20 +88,18 @@ def load_runtime(
     if backend in ("onnx", "openvino"):
         return _load_onnx_graphs(backend, checkpoint, revision=revision, providers=providers, **common)
     if backend == "auto":
-        from .artifact import has_onnx_export
-
         if has_onnx_export(checkpoint, revision=revision):
             choice = _auto_graph_backend(precision, device)
-            if choice is None and not _torch_available() and _openvino_installed():
+            if choice is None and not torch_available() and openvino_installed():
                 choice = "openvino"  # no onnxruntime, no torch: OpenVINO serves the export in any precision
             if choice is not None:
                 return _load_onnx_graphs(choice, checkpoint, revision=revision, providers=providers, **common)
-            if not _torch_available():
+            if not torch_available():
                 raise BackendError(
                     f"checkpoint {checkpoint!r} has an ONNX export but neither onnxruntime nor openvino is usable, "
                     f"and torch is not installed either: {ORT_HINT}; or pip install 'terramind-nyc[openvino]'"
                 )
-    if not _torch_available():
+    if not torch_available():
         raise BackendError(
             "the torch backend needs torch and terratorch: pip install -c constraints.txt 'terramind-nyc[torch]'"
             + ("" if backend == "torch" else
@@ -121,7 +117,7 @@ def _auto_graph_backend(precision: str, device: str) -> str | None:
         log.info("checkpoint has an ONNX export but %s", exc)
         ort = None
     ort_gpu = ort is not None and device != "cpu" and bool(gpu_providers_offered(ort))
-    if _openvino_installed() and precision != "fp32" and device in ("auto", "cpu") and not ort_gpu \
+    if openvino_installed() and precision != "fp32" and device in ("auto", "cpu") and not ort_gpu \
             and runtime_openvino.openvino_cpu_has_bf16():
         return "openvino"
     return None if ort is None else "onnx"
@@ -129,8 +125,6 @@ def _auto_graph_backend(precision: str, device: str) -> str | None:
 
 def _load_onnx_graphs(backend: str, checkpoint: str, *, revision: str | None, providers: Sequence[str] | None,
                       **kwargs: Any) -> Runtime:
-    from .artifact import locate_onnx
-
     if backend == "openvino":
         runtime_openvino.import_openvino()  # the missing package is named before the artifact is looked at
         return runtime_openvino.OpenVinoRuntime(locate_onnx(checkpoint, revision=revision), **kwargs)
@@ -188,3 +182,9 @@ def clear_runtimes() -> None:
     with _lock:
         _models.clear()
         _runtimes.clear()
+
+
+def runtime_cache_info() -> dict[str, int]:
+    """How many ``models`` (loaded checkpoints) and ``runtimes`` (models with their tiling) are cached."""
+    with _lock:
+        return {"models": len(_models), "runtimes": len(_runtimes)}

@@ -1,6 +1,6 @@
 """Import shims for heavy optional dependencies: torchvision on a CPU torch, and terratorch.
 
-Import terratorch only through :func:`terratorch_imports` (or :func:`import_terratorch`)::
+Import terratorch only through :func:`terratorch_imports`::
 
     with terratorch_imports():
         from terratorch.registry import BACKBONE_REGISTRY
@@ -37,7 +37,7 @@ from collections.abc import Iterator
 
 from .precision import keep_matmul_precision
 
-__all__ = ["ensure_torchvision_importable", "import_terratorch", "terratorch_imports"]
+__all__ = ["ensure_torchvision_importable", "terratorch_imports"]
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -108,11 +108,3 @@ def terratorch_imports() -> Iterator[None]:
         import terratorch  # noqa: F401 - the package __init__ is what changes the precision
 
         yield
-
-
-def import_terratorch():  # type: ignore[no-untyped-def]
-    """The terratorch module, imported through :func:`terratorch_imports`."""
-    with terratorch_imports():
-        import terratorch
-
-    return terratorch

@@ -33,15 +33,15 @@ inputs and compared with torch run in IEEE float32 (``"highest"`` matmul precisi
 the process or the ``precision`` setting says): the softmax probabilities may differ by at most
 ``tolerance`` (1e-4), and the argmax class must agree on at least 99.9% of the pixels.
 Probabilities, not logits: a random-weight network's logits can be large, and their absolute
-difference would then measure their scale, not the export. Needs the ``torch`` extra (torch, terratorch, onnx; onnxscript for the dynamo
-exporter) and onnxruntime.
+difference would then measure their scale, not the export. The steps: :func:`_write_graphs`,
+:func:`_check_graphs`, :func:`_verify`, then :func:`_install`. Needs the ``torch`` extra (torch,
+terratorch, onnx; onnxscript for the dynamo exporter) and onnxruntime.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import itertools
 import logging
@@ -56,21 +56,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .artifact import (
-    CONFIG_FILE,
-    ONNX_DATA_FILE,
-    WEIGHTS_FILE,
-    ModelConfig,
-    OnnxExport,
-    OnnxGraph,
-    _onnx_files_in,
-    _publish,
-    load_artifact,
-    onnx_graph_file,
-    weights_sha256,
-)
 from ..errors import BackendError, InvalidInputError
+from ._onnx_graph import TensorStore, input_shape, name_shapes
+from .artifact import load_artifact, publish_file, write_config
+from .config import ModelConfig
+from .files import ONNX_DATA_FILE, WEIGHTS_FILE, onnx_files_in
+from .onnx_record import OnnxExport, OnnxGraph, onnx_graph_file
 from .precision import torch_numerics
+from .safetensors_io import weights_sha256
 from .tiling import softmax
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,10 +85,6 @@ FP16_TOLERANCE = 1e-2
 #: Smallest argmax agreement with torch a float32 / float16 export must reach (per graph and head).
 FP32_MIN_AGREEMENT = 0.999
 FP16_MIN_AGREEMENT = 0.99
-#: Tensors smaller than this stay inside the graph file (as onnx's own external-data writer does).
-_INLINE_BYTES = 1024
-#: Offsets of tensors in the external-data file are aligned to this (lets ONNX Runtime map them).
-_ALIGN = 4096
 
 SubsetsLike = str | Sequence[Sequence[str] | str] | None
 
@@ -201,12 +190,14 @@ def export_onnx(
 
     stage = Path(tempfile.mkdtemp(prefix=".onnx-export-", dir=dest))
     try:
-        graphs, data_sha, max_diff, agreement = _export_all(
-            network, config, wanted, stage, opset=opset, exporter=exporter, tolerance=tolerance, fp16=fp16,
-            seed=seed, say=say, torch=torch, onnx=onnx, ort=ort)
+        files = _write_graphs(network, config, wanted, stage, opset=opset, exporter=exporter, fp16=fp16, say=say,
+                              torch=torch, onnx=onnx)
+        _check_graphs(stage, files, onnx)
+        max_diff, agreement = _verify(network, config, stage, files, tolerance=tolerance, fp16=fp16,
+                                      exporter=exporter, seed=seed, say=say, torch=torch, ort=ort)
         record = OnnxExport(
-            graphs=tuple(graphs),
-            data_sha256=data_sha,
+            graphs=tuple(OnnxGraph(subset, name, weights_sha256(stage / name)) for subset, name in files),
+            data_sha256=weights_sha256(stage / ONNX_DATA_FILE),
             source_sha256=art.sha256,
             opset=opset,
             exporter=f"torch.onnx {exporter} (torch {torch.__version__.split('+')[0]}, onnx {onnx.__version__})",
@@ -214,7 +205,6 @@ def export_onnx(
             tolerance=float(tolerance),
             argmax_agreement=float(agreement),
             precision="float16" if fp16 else "float32",
-            data_file=ONNX_DATA_FILE,
             created=t0.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         )
         _install(art.files.config, art.files.weights, dest, stage, config, record)
@@ -225,7 +215,6 @@ def export_onnx(
     return record
 
 
-# ----------------------------------------------------------------------------------------
 def _imports(exporter: str) -> tuple[Any, Any, Any]:
     try:
         import torch
@@ -250,21 +239,13 @@ def _imports(exporter: str) -> tuple[Any, Any, Any]:
     return torch, onnx, ort
 
 
-def _input_shape(config: ModelConfig, modality: str, batch: int) -> tuple[int, ...]:
-    bands = len(config.modality(modality).bands)
-    t = config.tile_size
-    if config.timesteps > 1:
-        return (batch, bands, config.timesteps, t, t)
-    return (batch, bands, t, t)
-
-
-def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[tuple[str, ...]], stage: Path, *,
-                opset: int, exporter: str, tolerance: float, fp16: bool, seed: int, say: Callable[[str], None],
-                torch: Any, onnx: Any, ort: Any) -> tuple[list[OnnxGraph], str, float, float]:
-    """Export, externalise and verify every graph into ``stage``; return (graphs, data sha256,
-    max abs diff, min argmax agreement)."""
+def _write_graphs(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[tuple[str, ...]], stage: Path, *,
+                  opset: int, exporter: str, fp16: bool, say: Callable[[str], None], torch: Any,
+                  onnx: Any) -> list[tuple[tuple[str, ...], str]]:
+    """Step 1: trace one graph per subset into ``stage``, fix its shapes, (fp16) convert it, and move
+    its weights into the shared external-data file; return (subset, file name) per graph."""
     heads = list(config.head_names)
-    store = _TensorStore(stage / ONNX_DATA_FILE)
+    store = TensorStore(stage / ONNX_DATA_FILE)
     files: list[tuple[tuple[str, ...], str]] = []
     try:
         for subset in wanted:
@@ -276,7 +257,7 @@ def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[t
             raw.unlink()
             for extra in stage.glob(f"raw-{name}*"):  # the dynamo exporter may write external data beside it
                 extra.unlink()
-            _name_shapes(model, config, subset)
+            name_shapes(model, config, subset)
             if fp16:
                 from onnxruntime.transformers.float16 import convert_float_to_float16
                 from onnxruntime.transformers.onnx_model import OnnxModel
@@ -289,22 +270,34 @@ def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[t
             files.append((subset, name))
     finally:
         store.close()
+    say(f"  {ONNX_DATA_FILE}: {store.size / 2**20:.1f} MiB ({store.count} tensors, {store.deduplicated} shared "
+        "between graphs)")
+    return files
+
+
+def _check_graphs(stage: Path, files: list[tuple[tuple[str, ...], str]], onnx: Any) -> None:
+    """Step 2: onnx's checker on every written graph."""
     for _, name in files:
         try:
             onnx.checker.check_model(str(stage / name))
         except Exception as exc:  # noqa: BLE001 - any checker failure is an exporter failure
             raise BackendError(f"the exported {name} is not a valid ONNX model: {exc}") from None
-    say(f"  {ONNX_DATA_FILE}: {store.size / 2**20:.1f} MiB ({store.count} tensors, {store.deduplicated} shared "
-        "between graphs)")
 
-    # verify: ONNX Runtime against torch, on random standardised inputs, batch of 2
+
+def _verify(network: MultiHeadTerraMind, config: ModelConfig, stage: Path, files: list[tuple[tuple[str, ...], str]],
+            *, tolerance: float, fp16: bool, exporter: str, seed: int, say: Callable[[str], None], torch: Any,
+            ort: Any) -> tuple[float, float]:
+    """Step 3: ONNX Runtime against torch (IEEE float32) on random standardised inputs, batch of 2;
+    return (max abs probability difference, min argmax agreement) or raise BackendError."""
+    heads = list(config.head_names)
     rng = np.random.default_rng(seed)
     worst, agreement = 0.0, 1.0
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.log_severity_level = 3
+    min_agree = FP16_MIN_AGREEMENT if fp16 else FP32_MIN_AGREEMENT
     for subset, name in files:
-        x = {m: rng.standard_normal(_input_shape(config, m, 2), dtype=np.float32) for m in subset}
+        x = {m: rng.standard_normal(input_shape(config, m, 2), dtype=np.float32) for m in subset}
         try:
             sess = ort.InferenceSession(str(stage / name), opts, providers=["CPUExecutionProvider"])
             got = dict(zip(heads, sess.run(heads, x)))
@@ -315,33 +308,39 @@ def _export_all(network: MultiHeadTerraMind, config: ModelConfig, wanted: list[t
         with torch.inference_mode(), torch_numerics("fp32", "cpu"):
             ref = network({m: torch.from_numpy(a) for m, a in x.items()})
         graph_worst = 0.0
-        min_agree = FP16_MIN_AGREEMENT if fp16 else FP32_MIN_AGREEMENT
         for h in heads:
-            want = ref[h].float().numpy()
-            if got[h].shape != want.shape:
-                raise BackendError(f"export verification failed: {name} gives {h} of shape {got[h].shape}, "
-                                   f"torch {want.shape}")
-            diff = float(np.abs(softmax(got[h], axis=1) - softmax(want, axis=1)).max())
-            agree = float((got[h].argmax(1) == want.argmax(1)).mean())
+            diff, agree = _compare(name, h, got[h], ref[h].float().numpy(), tolerance=tolerance, fp16=fp16,
+                                   min_agree=min_agree, exporter=exporter)
             agreement = min(agreement, agree)
-            if agree < min_agree:
-                raise BackendError(
-                    f"export verification failed: the {'float16' if fp16 else 'float32'} {name} agrees with torch's "
-                    f"argmax {h} class on only {100 * agree:.2f}% of the pixels (needs {100 * min_agree:g}%)"
-                    + ("; export in float32" if fp16 else "")
-                )
-            if not np.isfinite(diff) or diff > tolerance:
-                raise BackendError(
-                    f"export verification failed: ONNX Runtime's {h} probabilities from {name} differ from torch's "
-                    f"(IEEE float32) by up to {diff:.3g} (tolerance {tolerance:g}); nothing was written. Try the "
-                    f"other exporter (exporter='{'dynamo' if exporter == 'torchscript' else 'torchscript'}') or "
-                    "another opset"
-                )
             graph_worst = max(graph_worst, diff)
         worst = max(worst, graph_worst)
         say(f"  verified {name}: max abs diff {graph_worst:.2e}, argmax agreement {100 * agreement:.3f}%")
-    graphs = [OnnxGraph(subset, name, weights_sha256(stage / name)) for subset, name in files]
-    return graphs, weights_sha256(stage / ONNX_DATA_FILE), worst, agreement
+    return worst, agreement
+
+
+def _compare(name: str, head: str, got: np.ndarray, want: np.ndarray, *, tolerance: float, fp16: bool,
+             min_agree: float, exporter: str) -> tuple[float, float]:
+    """(max abs probability difference, argmax agreement) of one head of one graph; BackendError
+    when either misses its bound."""
+    if got.shape != want.shape:
+        raise BackendError(f"export verification failed: {name} gives {head} of shape {got.shape}, "
+                           f"torch {want.shape}")
+    diff = float(np.abs(softmax(got, axis=1) - softmax(want, axis=1)).max())
+    agree = float((got.argmax(1) == want.argmax(1)).mean())
+    if agree < min_agree:
+        raise BackendError(
+            f"export verification failed: the {'float16' if fp16 else 'float32'} {name} agrees with torch's "
+            f"argmax {head} class on only {100 * agree:.2f}% of the pixels (needs {100 * min_agree:g}%)"
+            + ("; export in float32" if fp16 else "")
+        )
+    if not np.isfinite(diff) or diff > tolerance:
+        raise BackendError(
+            f"export verification failed: ONNX Runtime's {head} probabilities from {name} differ from torch's "
+            f"(IEEE float32) by up to {diff:.3g} (tolerance {tolerance:g}); nothing was written. Try the "
+            f"other exporter (exporter='{'dynamo' if exporter == 'torchscript' else 'torchscript'}') or "
+            "another opset"
+        )
+    return diff, agree
 
 
 def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, ...], heads: list[str], path: Path,
@@ -358,7 +357,7 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
             return tuple(out[h] for h in heads)
 
     graph = Graph().eval()
-    example = tuple(torch.zeros(_input_shape(config, m, 2)) for m in subset)
+    example = tuple(torch.zeros(input_shape(config, m, 2)) for m in subset)
     chatter = io.StringIO()  # the dynamo exporter prints its progress; library code never prints
     try:
         with (warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(),
@@ -381,115 +380,21 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
             log.debug("torch.onnx: %s", chatter.getvalue().strip())
 
 
-def _name_shapes(model: Any, config: ModelConfig, subset: tuple[str, ...]) -> None:
-    """Write the full input and output shapes into the graph (the TorchScript exporter leaves the
-    outputs' class and size axes symbolic after the final Resize): ``batch`` x fixed sizes."""
-    shapes: dict[str, tuple[int, ...]] = {m: _input_shape(config, m, 0)[1:] for m in subset}
-    shapes.update({h.name: (len(h.classes), config.tile_size, config.tile_size) for h in config.heads})
-    for value in (*model.graph.input, *model.graph.output):
-        if value.name not in shapes:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        want = shapes[value.name]
-        if len(dims) != len(want) + 1:
-            raise BackendError(f"the exported graph's {value.name} has {len(dims)} axes, expected {len(want) + 1}")
-        dims[0].Clear()
-        dims[0].dim_param = "batch"
-        for d, n in zip(dims[1:], want):
-            d.Clear()
-            d.dim_value = n
-
-
-class _TensorStore:
-    """Writes initializers into one external-data file, each distinct tensor once."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._f = open(path, "wb")  # noqa: SIM115 - closed by close(), written across many calls
-        self._index: dict[tuple[int, bytes], tuple[int, int]] = {}
-        self.size = 0
-        self.count = 0
-        self.deduplicated = 0
-
-    def externalise(self, model: Any, onnx: Any) -> None:
-        from onnx import numpy_helper
-        from onnx.external_data_helper import set_external_data
-
-        for t in _initializers(model.graph):
-            if t.data_location == onnx.TensorProto.EXTERNAL:  # pragma: no cover - loaded with external data
-                raise BackendError(f"initializer {t.name} was not loaded")
-            if t.data_type == onnx.TensorProto.STRING:
-                continue
-            if t.HasField("raw_data"):
-                data = t.raw_data
-            else:
-                arr = numpy_helper.to_array(t)
-                data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()  # ONNX data is little-endian
-            if len(data) < _INLINE_BYTES:
-                continue
-            key = (t.data_type, hashlib.sha256(data).digest())
-            where = self._index.get(key)
-            if where is None:
-                pad = (-self.size) % _ALIGN
-                if pad:
-                    self._f.write(b"\0" * pad)
-                    self.size += pad
-                where = (self.size, len(data))
-                self._f.write(data)
-                self.size += len(data)
-                self._index[key] = where
-                self.count += 1
-            else:
-                self.deduplicated += 1
-            for fld in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-                t.ClearField(fld)
-            t.raw_data = data  # set_external_data wants it present; cleared next
-            set_external_data(t, location=self.path.name, offset=where[0], length=where[1])
-            t.data_location = onnx.TensorProto.EXTERNAL
-            t.ClearField("raw_data")
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def _initializers(graph: Any) -> list[Any]:
-    """Initializers of a graph and of its subgraphs (If/Loop/Scan bodies)."""
-    out = list(graph.initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("g"):
-                out.extend(_initializers(attr.g))
-            for g in attr.graphs:
-                out.extend(_initializers(g))
-    return out
-
-
 def _install(config_src: Path, weights_src: Path, dest: Path, stage: Path, config: ModelConfig,
              record: OnnxExport) -> None:
-    """Move the staged export into ``dest`` and record it in ``dest``'s config.json (atomic steps)."""
-
-    def write_config(c: ModelConfig) -> None:
-        tmp = tempfile.NamedTemporaryFile("w", dir=dest, prefix=".config.", suffix=".tmp", delete=False)  # noqa: SIM115
-        try:
-            with tmp:
-                tmp.write(c.to_json())
-            _publish(tmp.name, dest / CONFIG_FILE)
-        finally:
-            if os.path.exists(tmp.name):
-                os.unlink(tmp.name)
-
+    """Step 4: move the staged export into ``dest`` and record it in ``dest``'s config.json (atomic steps)."""
     same = dest.resolve() == config_src.parent.resolve()
     if not same:
         tmp = dest / f".{WEIGHTS_FILE}.tmp"
         shutil.copyfile(weights_src, tmp)
-        os.replace(tmp, dest / WEIGHTS_FILE)
+        publish_file(tmp, dest / WEIGHTS_FILE)
     # first forget the old export, then move the new files in, then record them: an interrupted
     # install leaves an artifact without an export, never one whose record names other files
-    write_config(dataclasses.replace(config, onnx=None))
+    write_config(dataclasses.replace(config, onnx=None), dest)
     keep = {g.file for g in record.graphs} | {record.data_file}
-    for f in _onnx_files_in(dest):
+    for f in onnx_files_in(dest):
         if f.name not in keep:
             f.unlink()
     for name in sorted(keep):
         os.replace(stage / name, dest / name)
-    write_config(dataclasses.replace(config, onnx=record))
+    write_config(dataclasses.replace(config, onnx=record), dest)

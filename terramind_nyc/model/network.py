@@ -9,7 +9,8 @@
 It takes tensors and returns tensors: ``{modality: (B, C, H, W)}`` (``(B, C, T, H, W)`` when
 T > 1) in, ``{head: logits (B, classes, H, W)}`` out. Any non-empty subset of the configured
 modalities may be given (TerraMind averages the tokens of the modalities present). Loading,
-standardising and tiling live in :mod:`terramind_nyc.model.artifact` and :mod:`terramind_nyc.model.runtime`.
+standardising and tiling live in :mod:`terramind_nyc.model.artifact`, :mod:`terramind_nyc.model.inputs`
+and :mod:`terramind_nyc.model.tiling`.
 
 terratorch's ``aux_heads`` reuse the main head's class count and target, so they cannot express
 heads with different classes; this module is the project's own, built from terratorch parts so
@@ -25,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .compat import terratorch_imports
-from .artifact import ModelConfig
 from ..errors import CheckpointError, InvalidInputError
+from .compat import terratorch_imports
+from .config import ModelConfig
 
 __all__ = ["PATCH_SIZE", "MultiHeadTerraMind", "build_network", "terratorch_bands"]
 
@@ -168,11 +169,8 @@ class MultiHeadTerraMind(nn.Module):
             )
         return size
 
-    def forward_features(self, inputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        """The shared part: encoder + neck, giving the feature pyramid every head decodes."""
-        return self._features(inputs, self.check_inputs(inputs))
-
     def _features(self, inputs: Mapping[str, torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+        """The shared part: encoder + neck, giving the feature pyramid every head decodes."""
         # config order, whatever the dict's insertion order
         x = {m: inputs[m] for m in self.modalities if m in inputs}
         feats = self.encoder(x)

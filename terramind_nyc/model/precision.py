@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import PrecisionFallbackWarning, SettingsError
 
@@ -44,20 +44,19 @@ __all__ = [
     "CPU_BF16_FLAGS",
     "PRECISIONS",
     "PrecisionChoice",
-    "PrecisionLike",
     "choose_precision",
     "cpu_bf16_flags",
     "cpu_has_bf16",
     "cpu_model",
     "fp32_matmul_precision",
     "keep_matmul_precision",
+    "reset_warnings",
     "resolve_precision",
     "torch_numerics",
 ]
 
 log = logging.getLogger(__name__)
 
-PrecisionLike = Literal["fp32", "bf16", "auto"]
 #: The values of the ``precision`` setting.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 #: CPU flags (Linux ``/proc/cpuinfo``) of units that run bf16 matmuls natively and fast.
@@ -127,6 +126,12 @@ def cpu_model() -> str:
 # ----------------------------------------------------------------------------------------
 _warned: set[tuple[str, str]] = set()
 _warn_lock = threading.Lock()
+
+
+def reset_warnings() -> None:
+    """Forget which PrecisionFallbackWarnings were given (the next fallback warns again)."""
+    with _warn_lock:
+        _warned.clear()
 
 
 def choose_precision(requested: str, *, bf16_supported: bool) -> str:

@@ -1,7 +1,7 @@
 """The OpenVINO backend: the artifact's exported ONNX graphs compiled by OpenVINO, no torch.
 
     rt = backends.load_runtime("path/to/artifact", backend="openvino", precision="auto")
-    rt.model_info()["precision"]          # "bf16" on a CPU with AMX-BF16 / AVX512-BF16
+    rt.model_info().precision             # "bf16" on a CPU with AMX-BF16 / AVX512-BF16
 
 OpenVINO reads the same ``model*.onnx`` graphs (and their shared ``model.onnx.data``) that
 ONNX Runtime runs: there is no second export format. On a CPU with bf16 units its bf16 mode
@@ -18,6 +18,7 @@ requests are not).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import OnnxFiles
 from ..errors import BackendError, CheckpointError
+from .locate import OnnxFiles
 from .precision import resolve_precision
-from .runtime import OnnxGraphRuntime
+from .runtime import ModelInfo
+from .runtime_onnx import OnnxGraphRuntime
 
 __all__ = ["OPENVINO_HINT", "OpenVinoRuntime", "import_openvino", "openvino_capabilities", "openvino_cpu_has_bf16",
-           "openvino_device", "openvino_devices"]
+           "openvino_device", "openvino_devices", "reset_core"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,13 @@ def _get_core() -> Any:
         if _core is None:
             _core = import_openvino().Core()
         return _core
+
+
+def reset_core() -> None:
+    """Drop the process's OpenVINO ``Core`` (the next use makes a new one; compiled graphs stay cached)."""
+    global _core
+    with _core_lock:
+        _core = None
 
 
 def openvino_capabilities(device: str) -> list[str]:
@@ -103,7 +112,7 @@ class OpenVinoRuntime(OnnxGraphRuntime):
     """The OpenVINO backend (module docstring).
 
     Args:
-        files: the located, verified export (:func:`~terramind_nyc.model.artifact.locate_onnx`).
+        files: the located, verified export (:func:`~terramind_nyc.model.locate.locate_onnx`).
         device: ``auto`` (OpenVINO's GPU where it offers one, else CPU), ``cpu``.
         threads: inference threads (None: OpenVINO's default, every core).
         precision: ``fp32``, ``bf16`` or ``auto``; bf16 is supported where the device lists
@@ -124,13 +133,11 @@ class OpenVinoRuntime(OnnxGraphRuntime):
             why_not=f"its optimisation capabilities are {', '.join(caps)}")
         self.device = self.ov_device
         self._local = threading.local()
-        self._graph(self._first_subset())
+        self.graph(self._first_subset())
 
-    def model_info(self) -> dict[str, Any]:
+    def model_info(self) -> ModelInfo:
         """As :meth:`OnnxGraphRuntime.model_info`; ``device`` is OpenVINO's device (CPU, GPU)."""
-        info = super().model_info()
-        info.update(threads=self.threads, openvino_version=str(self._ov.__version__))
-        return info
+        return dataclasses.replace(super().model_info(), openvino_version=str(self._ov.__version__))
 
     def _compile(self, path: Path, modalities: tuple[str, ...]) -> Any:
         graph = self.files.export.graph_for(modalities)
@@ -175,12 +182,12 @@ class OpenVinoRuntime(OnnxGraphRuntime):
             requests = self._local.requests = {}
         req = requests.get(modalities)
         if req is None:
-            req = requests[modalities] = self._graph(modalities).create_infer_request()
+            req = requests[modalities] = self.graph(modalities).create_infer_request()
         return req
 
     def _forward(self, batch: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         key = tuple(m for m in self.config.modality_names if m in batch)
-        compiled = self._graph(key)
+        compiled = self.graph(key)
         req = self._request(key)
         req.infer({m: np.ascontiguousarray(batch[m], np.float32) for m in key})
         # copies: the request's output buffers are reused by its next call

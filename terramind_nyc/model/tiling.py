@@ -14,7 +14,7 @@ covered axis by axis:
 Blending averages logits, as terratorch does; softmax comes after. Hence:
 
 - both sides >= the tile: equal to ``terratorch.tasks.tiled_inference(forward, x, crop=tile,
-  stride=stride, delta=delta)`` (tests/test_runtime.py checks it on 224x224, 300x520, ...);
+  stride=stride, delta=delta)`` (tests/model/test_runtime_torch.py checks it on 224x224, 300x520, ...);
 - a side shorter than the tile: terratorch runs the model on the small input as it is (off
   the 224 px TerraMind was trained at; below a multiple of 16 TerraMind cannot run at all), or
   fails outright when the other side is longer. Here the model always sees full tiles, and
@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 
-__all__ = ["TileBlender", "TilePlan", "blend_mask", "cut_tiles", "extract_tiles", "pad_to_canvas", "plan_tiles", "softmax", "tile_count",
+__all__ = ["TileBlender", "TilePlan", "cut_tiles", "pad_to_canvas", "plan_tiles", "softmax", "tile_count",
            "tile_geometry"]
 
 
@@ -53,15 +53,6 @@ def _ramp(tile: int, stride: int, delta: int) -> np.ndarray:
         ramp_1d[:overlap] = ramp[::-1]
         ramp_1d[-overlap:] = ramp
     return ramp_1d
-
-
-def blend_mask(tile: int, stride: int, delta: int) -> np.ndarray:
-    """terratorch's ``get_blend_mask(tile, stride, tile, stride, delta)`` in float32 numpy.
-
-    A cosine ramp over the blended overlap on every edge, 1 inside, plus 1e-6.
-    """
-    r = _ramp(tile, stride, delta)
-    return (r[:, None] * r[None, :] + np.float32(1e-6)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -83,7 +74,9 @@ class TilePlan:
     origins: tuple[tuple[int, int], ...]
     """Top-left (row, col) of each tile on the canvas."""
     weights: np.ndarray
-    """float32 blend weights of a tile's kept output, ``(tile - 2 delta_y, tile - 2 delta_x)``."""
+    """float32 blend weights of a tile's kept output, ``(tile - 2 delta_y, tile - 2 delta_x)``: a cosine
+    ramp over the blended overlap, 1 inside, plus 1e-6 (with several tiles on both axes, exactly
+    terratorch's ``get_blend_mask(tile, stride, tile, stride, delta)``)."""
 
     @property
     def n_tiles(self) -> int:
@@ -188,11 +181,6 @@ def cut_tiles(canvas: np.ndarray, plan: TilePlan, start: int = 0, stop: int | No
     for i, (row, col) in enumerate(origins):
         out[i] = canvas[..., row:row + n, col:col + n]
     return out
-
-
-def extract_tiles(array: np.ndarray, plan: TilePlan) -> np.ndarray:
-    """All tiles of ``array`` (``(..., H, W)``) per ``plan``: ``(n_tiles, ..., tile, tile)``."""
-    return cut_tiles(pad_to_canvas(array, plan), plan)
 
 
 class TileBlender:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..model.artifact import ModelConfig
+from ..model.config import ModelConfig
 
 __all__ = ["make_tiny_artifact", "make_tiny_network", "tiny_config"]
 

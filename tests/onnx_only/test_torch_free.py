@@ -5,7 +5,7 @@ torch, torchvision nor terratorch imported (and, in .ci/run's second environment
 file in ``.venv-onnx`` (only ``pip install '.[onnx,openvino]'`` plus the test tools) with
 ``TERRAMIND_NYC_ONNX_ARTIFACT`` pointing at it. Without that variable the tests skip; the main
 suite runs them in a fresh process with an artifact it exported
-(tests/test_onnx_runtime.py::test_the_torch_free_suite_passes_here).
+(tests/model/test_runtime_onnx.py::test_the_torch_free_suite_passes_here).
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def test_auto_backend_follows_the_cpu_without_torch():
     assert ARTIFACT is not None
     info = get_runtime(Settings(checkpoint=ARTIFACT, backend="auto", threads=2)).model_info()
     if openvino_cpu_has_bf16():
-        assert (info["backend"], info["precision"]) == ("openvino", "bf16"), info
+        assert (info.backend, info.precision) == ("openvino", "bf16"), info
     else:
-        assert (info["backend"], info["precision"]) == ("onnx", "fp32"), info
+        assert (info.backend, info.precision) == ("onnx", "fp32"), info
     fp32 = get_runtime(Settings(checkpoint=ARTIFACT, backend="auto", precision="fp32", threads=2)).model_info()
-    assert (fp32["backend"], fp32["precision"]) == ("onnx", "fp32")
+    assert (fp32.backend, fp32.precision) == ("onnx", "fp32")
     assert not _heavy(), f"the auto path imported {_heavy()}"

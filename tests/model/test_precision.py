@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from fakes import raw
 
-from terramind_nyc.model import precision as precision_mod
 from terramind_nyc.cli import cli
 from terramind_nyc.errors import PrecisionFallbackWarning, SettingsError
+from terramind_nyc.model import precision as precision_mod
 from terramind_nyc.model.precision import (
     CPU_BF16_FLAGS,
     PrecisionChoice,
@@ -36,9 +36,9 @@ LEGACY = ("highest", "high", "medium")
 
 @pytest.fixture(autouse=True)
 def _fresh_warnings():
-    precision_mod._warned.clear()
+    precision_mod.reset_warnings()
     yield
-    precision_mod._warned.clear()
+    precision_mod.reset_warnings()
 
 
 # ----------------------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_a_torch_pass_runs_its_precision_and_leaves_the_callers_setting(tiny_art
             handle.remove()
         assert torch.get_float32_matmul_precision() == before
         assert seen and all(s == ("highest", precision == "bf16") for s in seen)
-        assert rt.model_info()["precision"] == precision
+        assert rt.model_info().precision == precision
     finally:
         torch.set_float32_matmul_precision(old)
 
@@ -277,6 +277,6 @@ def test_torch_auto_follows_the_cpu_flags(tiny_artifact, monkeypatch):
     assert rt.precision.used == "fp32" and "amx_bf16" in rt.precision.reason
     with pytest.warns(PrecisionFallbackWarning, match="no bf16 support"):
         rt = rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu", precision="bf16")
-    assert rt.model_info()["precision"] == "fp32" and rt.model_info()["precision_requested"] == "bf16"
+    assert rt.model_info().precision == "fp32" and rt.model_info().precision_requested == "bf16"
     monkeypatch.setattr(precision_mod, "cpu_bf16_flags", lambda: ("avx512_bf16",))
     assert rt_mod.load_runtime(str(tiny_artifact), backend="torch", device="cpu").precision.used == "bf16"

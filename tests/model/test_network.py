@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from terramind_nyc.model.artifact import HeadSpec, ModalitySpec, ModelConfig
-from terramind_nyc.model.compat import terratorch_imports
 from terramind_nyc.errors import InvalidInputError
+from terramind_nyc.model.compat import terratorch_imports
+from terramind_nyc.model.config import HeadSpec, ModalitySpec, ModelConfig
 from terramind_nyc.model.network import MultiHeadTerraMind, build_network
 from terramind_nyc.testing.model import make_tiny_network, tiny_config
 

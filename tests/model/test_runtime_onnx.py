@@ -20,16 +20,19 @@ pytest.importorskip("onnxruntime")
 from fakes import assert_threads_agree, raw
 from onnx_artifacts import copy_artifact, exported_tiny, reference_runtime
 
+from terramind_nyc.errors import BackendError, CheckpointError, CheckpointNotFoundError, ProviderFallbackWarning
 from terramind_nyc.model import backends as backends_mod
-from terramind_nyc.model import runtime as rt_mod
-from terramind_nyc.model.artifact import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, has_onnx_export, locate_onnx, weights_sha256
-from terramind_nyc.errors import BackendError, CheckpointError, CheckpointNotFoundError
+from terramind_nyc.model import runtime_onnx
 from terramind_nyc.model.backends import get_runtime, load_runtime
-from terramind_nyc.model.runtime import OnnxRuntime, ProviderFallbackWarning, TorchRuntime
+from terramind_nyc.model.files import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE
+from terramind_nyc.model.locate import has_onnx_export, locate_onnx
+from terramind_nyc.model.runtime_onnx import OnnxRuntime
+from terramind_nyc.model.runtime_torch import TorchRuntime
+from terramind_nyc.model.safetensors_io import weights_sha256
 from terramind_nyc.settings import Settings
 from terramind_nyc.testing.model import make_tiny_artifact
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def torch_rt(exported: Path) -> TorchRuntime:
 @pytest.fixture(autouse=True)
 def _fresh():
     backends_mod.clear_runtimes()
-    rt_mod._warned.clear()
+    runtime_onnx.reset_warnings()
     yield
     backends_mod.clear_runtimes()
 
@@ -98,15 +101,17 @@ def test_onnx_runtime_matches_torch(ort_rt, torch_rt, h, w, modalities):
 
 def test_model_info_reports_backend_provider_and_the_same_checkpoint(ort_rt, torch_rt, exported):
     info, tinfo = ort_rt.model_info(), torch_rt.model_info()
-    assert info["backend"] == "onnx" and info["device"] == "CPUExecutionProvider" == info["provider"]
-    assert info["providers"][0] == "CPUExecutionProvider"
+    assert info.backend == "onnx" and info.device == "CPUExecutionProvider" == info.provider
+    assert info.providers[0] == "CPUExecutionProvider"
     for key in ("lulc_classes", "lulc_colors", "building_threshold", "s2_bands", "modalities", "tile_size"):
-        assert info[key] == tinfo[key]
-    ck = info["checkpoint"]
-    assert ck["sha256"] == tinfo["checkpoint"]["sha256"] == weights_sha256(exported / "model.safetensors")
-    assert {k: ck[k] for k in ("id", "name", "version")} == {k: tinfo["checkpoint"][k] for k in ("id", "name", "version")}
+        assert getattr(info, key) == getattr(tinfo, key)
+    ck = info.checkpoint
+    assert ck["sha256"] == tinfo.checkpoint["sha256"] == weights_sha256(exported / "model.safetensors")
+    assert {k: ck[k] for k in ("id", "name", "version")} == {k: tinfo.checkpoint[k] for k in ("id", "name", "version")}
     assert ck["onnx"]["opset"] == 20 and ck["onnx"]["sha256"] == weights_sha256(exported / ONNX_FILE)
-    assert sorted(map(tuple, info["onnx_subsets"])) == sorted(locate_onnx(exported).graphs)
+    assert sorted(info.onnx_subsets) == sorted(locate_onnx(exported).graphs)
+    assert tinfo.onnx_subsets == () and tinfo.provider is None and info.to_dict()["onnx_subsets"][0] == list(
+        info.onnx_subsets[0])
 
 
 def test_a_subset_without_a_graph_is_named(ort_rt):
@@ -125,19 +130,13 @@ def test_get_runtime_auto_prefers_onnx_and_shares_sessions(exported):
     assert b is not a and b.tile_overlap == 64
     assert b.compiled_subsets() == a.compiled_subsets() == [("S2L2A", "S1RTC", "DEM")]
     a.predict({"S2L2A": raw(64, 64)["S2L2A"]})  # a second session, shared as well
-    assert ("S2L2A",) in b.compiled_subsets() and b.session(("S2L2A",)) is a.session(("S2L2A",))
-    sess = a.session(("S2L2A", "S1RTC", "DEM"))
-    assert sess.get_session_options().intra_op_num_threads == 1 and a.model_info()["threads"] == 1
+    assert ("S2L2A",) in b.compiled_subsets() and b.graph(("S2L2A",)) is a.graph(("S2L2A",))
+    sess = a.graph(("S2L2A", "S1RTC", "DEM"))
+    assert sess.get_session_options().intra_op_num_threads == 1 and a.model_info().threads == 1
 
 
 def test_threads_share_one_session_and_agree(ort_rt):
     assert_threads_agree(ort_rt, raw(224, 300, seed=9))
-
-
-def test_auto_uses_torch_without_an_export(tmp_path):
-    plain = make_tiny_artifact(tmp_path / "plain")
-    assert not has_onnx_export(plain)
-    assert isinstance(load_runtime(str(plain), device="cpu"), TorchRuntime)
 
 
 def test_backend_onnx_without_an_export_names_export_onnx(tmp_path):
@@ -148,26 +147,6 @@ def test_backend_onnx_without_an_export_names_export_onnx(tmp_path):
     (plain / ONNX_FILE).write_bytes(b"from elsewhere")
     with pytest.raises(CheckpointNotFoundError, match="holds a model.onnx, but from another tool"):
         load_runtime(str(plain), backend="onnx")
-
-
-def test_onnxruntime_missing_with_auto_falls_back_to_torch(exported, monkeypatch):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
-    rt = load_runtime(str(exported), backend="auto", device="cpu", precision="fp32")
-    assert isinstance(rt, TorchRuntime) and rt.model_info()["backend"] == "torch"
-    with pytest.raises(BackendError, match=r"needs onnxruntime.*terramind-nyc\[onnx\].*never be installed together"):
-        load_runtime(str(exported), backend="onnx")
-    monkeypatch.setattr(backends_mod, "_torch_available", lambda: False)
-    monkeypatch.setattr(backends_mod, "_openvino_installed", lambda: False)
-    with pytest.raises(BackendError, match=r"neither onnxruntime nor openvino is usable, and torch is not installed"
-                                           r".*\[onnx\].*\[openvino\]"):
-        load_runtime(str(exported), backend="auto")
-
-
-def test_torch_missing_without_an_export_names_both_ways(tmp_path, monkeypatch):
-    plain = make_tiny_artifact(tmp_path / "plain")
-    monkeypatch.setattr(backends_mod, "_torch_available", lambda: False)
-    with pytest.raises(BackendError, match=r"terramind-nyc\[torch\].*export-onnx"):
-        load_runtime(str(plain))
 
 
 # ----------------------------------------------------------------------------------------
@@ -183,7 +162,7 @@ def test_a_provider_not_installed_falls_back_and_warns_once(exported):
     assert len(fallbacks) == 1
     assert "MIGraphXExecutionProvider, CUDAExecutionProvider not offered" in str(fallbacks[0].message)
     assert "running on CPUExecutionProvider" in str(fallbacks[0].message)
-    assert a.model_info()["device"] == b.model_info()["provider"] == "CPUExecutionProvider"
+    assert a.model_info().device == b.model_info().provider == "CPUExecutionProvider"
 
 
 def test_default_providers_fall_back_quietly(exported):
@@ -191,7 +170,7 @@ def test_default_providers_fall_back_quietly(exported):
         warnings.simplefilter("always")
         rt = get_runtime(Settings(checkpoint=str(exported), backend="onnx"))
     assert not [w for w in caught if issubclass(w.category, ProviderFallbackWarning)]
-    assert rt.model_info()["device"] == "CPUExecutionProvider"
+    assert rt.model_info().device == "CPUExecutionProvider"
 
 
 def test_only_missing_providers_is_an_error_naming_the_extra(exported):
@@ -203,7 +182,7 @@ def test_only_missing_providers_is_an_error_naming_the_extra(exported):
 
 def test_device_cpu_uses_the_cpu_provider_only(exported):
     rt = load_runtime(str(exported), backend="onnx", device="cpu", providers=("CUDAExecutionProvider",))
-    assert rt.model_info()["providers"] == ["CPUExecutionProvider"]
+    assert rt.model_info().providers == ("CPUExecutionProvider",)
 
 
 # ----------------------------------------------------------------------------------------
@@ -281,7 +260,7 @@ def test_onnx_serving_never_imports_torch(exported):
         f"rt = get_runtime(Settings(checkpoint={str(exported)!r}, precision='fp32'))\n"
         "p = rt.predict({'S2L2A': np.full((12, 230, 230), 1500, np.uint16)})\n"
         "assert p.probabilities['lulc'].shape == (5, 230, 230)\n"
-        "print(rt.model_info()['backend'], [m for m in ('torch', 'torchvision', 'terratorch') if m in sys.modules])\n"
+        "print(rt.model_info().backend, [m for m in ('torch', 'torchvision', 'terratorch') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr

@@ -1,10 +1,6 @@
-"""The torch runtime: validation, standardisation, the tiled pass (against terratorch), threads, loading."""
+"""The torch runtime: the tiled pass (against terratorch), inputs through it, subsets, T, threads, GPU."""
 
 from __future__ import annotations
-
-import importlib.util
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,23 +9,10 @@ torch = pytest.importorskip("torch")
 
 from fakes import assert_threads_agree, raw
 
-from terramind_nyc.model import backends as rt_mod
-from terramind_nyc.model.artifact import WEIGHTS_FILE
+from terramind_nyc.errors import BackendError, InvalidInputError
+from terramind_nyc.model.backends import load_runtime
 from terramind_nyc.model.compat import terratorch_imports
-from terramind_nyc.errors import (
-    BackendError,
-    CheckpointError,
-    CheckpointNotFoundError,
-    InvalidInputError,
-    SettingsError,
-)
-from terramind_nyc.model.backends import get_runtime, load_runtime
-from terramind_nyc.model.runtime import (
-    TorchRuntime,
-    standardise,
-    validate_inputs,
-)
-from terramind_nyc.settings import Settings
+from terramind_nyc.model.runtime_torch import TorchRuntime, resolve_device
 from terramind_nyc.testing.model import make_tiny_artifact, make_tiny_network, tiny_config
 
 
@@ -44,15 +27,8 @@ def runtime(net) -> TorchRuntime:
 
 
 @pytest.fixture(scope="module")
-def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory):
     return make_tiny_artifact(tmp_path_factory.mktemp("rt") / "tiny", seed=7)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_runtimes():
-    rt_mod.clear_runtimes()
-    yield
-    rt_mod.clear_runtimes()
 
 
 def standardised(h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -140,7 +116,7 @@ def test_any_window_of_at_least_one_pixel(runtime, h, w):
 
 
 # ----------------------------------------------------------------------------------------
-# inputs
+# inputs through the runtime
 # ----------------------------------------------------------------------------------------
 def test_predict_standardises_with_the_config_statistics(runtime):
     x = raw(224, 224, seed=5)
@@ -153,22 +129,6 @@ def test_predict_standardises_with_the_config_statistics(runtime):
         np.testing.assert_allclose(a[h], b[h], rtol=0, atol=1e-6)
 
 
-def test_nodata_becomes_zero_after_standardising():
-    cfg = tiny_config()
-    x = raw(8, 8)
-    x["S1RTC"][1, 2, 3] = np.nan
-    mask = np.ones((8, 8), bool)
-    mask[0, 0] = False
-    arrays, valid, size = validate_inputs(cfg, x, {"S2L2A": mask})
-    out = standardise(cfg, arrays, valid)
-    assert size == (8, 8)
-    assert (out["S2L2A"][:, 0, 0] == 0).all() and (out["S1RTC"][:, 2, 3] == 0).all()
-    s2 = cfg.modality("S2L2A")
-    np.testing.assert_allclose(out["S2L2A"][:, 5, 5], (x["S2L2A"][:, 5, 5] - np.array(s2.mean)) / np.array(s2.std),
-                               rtol=1e-5)
-    assert out["DEM"].dtype == np.float32 and np.isfinite(out["S1RTC"]).all()
-
-
 def test_nodata_pixels_predict_like_the_mean(runtime):
     x = raw(224, 224, seed=2)
     mask = np.ones((224, 224), bool)
@@ -179,29 +139,6 @@ def test_nodata_pixels_predict_like_the_mean(runtime):
     b = runtime.predict(y).probabilities
     for h in a:
         np.testing.assert_allclose(a[h], b[h], rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("arrays", "masks", "message"),
-    [
-        ({}, None, "at least one modality"),
-        ({"S2L1C": np.zeros((13, 8, 8))}, None, "unknown modality"),
-        ({"S2L2A": np.zeros((10, 8, 8), np.uint16)}, None, "10 bands, the checkpoint takes 12 in this order: B01"),
-        ({"S1RTC": np.zeros((2, 8, 8), np.complex64)}, None, "dtype complex64 is not a real number type"),
-        ({"S1RTC": np.zeros((2, 8, 8), bool)}, None, "dtype bool"),
-        ({"S1RTC": np.array([["a"] * 8] * 8)}, None, "dtype <U1"),
-        ({"S1RTC": np.zeros((1, 2, 8, 8))}, None, "3-D array"),
-        ({"S1RTC": np.zeros((2, 8, 8)), "DEM": np.zeros((1, 8, 9))}, None, "differ in size"),
-        ({"S1RTC": np.zeros((2, 0, 8))}, None, "at least 1x1"),
-        ({"S1RTC": np.zeros((2, 8, 8))}, {"DEM": np.ones((8, 8), bool)}, "without arrays"),
-        ({"S1RTC": np.zeros((2, 8, 8))}, {"S1RTC": np.ones((8, 9), bool)}, "mask: shape"),
-        ({"S1RTC": np.zeros((2, 8, 8))}, {"S1RTC": np.ones((8, 8), np.float32)}, "bool array"),
-    ],
-)
-def test_bad_inputs_raise_clear_errors(runtime, arrays, masks, message):
-    with pytest.raises(InvalidInputError, match=message) as e:
-        runtime.predict(arrays, masks)
-    assert isinstance(e.value, ValueError)
 
 
 def test_a_single_band_modality_may_be_two_dimensional(runtime):
@@ -235,52 +172,17 @@ def test_temporal_checkpoint_takes_a_time_axis():
 
 
 # ----------------------------------------------------------------------------------------
-# threads, loading, devices
+# threads, devices
 # ----------------------------------------------------------------------------------------
 def test_four_threads_get_identical_results(runtime):
     assert_threads_agree(runtime, raw(224, 300, seed=9))
 
 
-def test_get_runtime_loads_once_and_shares_the_model(artifact_dir):
-    s = Settings(checkpoint=str(artifact_dir), device="cpu")
-    a = get_runtime(s)
-    assert get_runtime(s) is a
-    b = get_runtime(s.replace(tile_overlap_px=64, tile_batch=2))
-    assert b is not a and b.network is a.network and b.tile_overlap == 64
-    info = a.model_info()
-    assert info["backend"] == "torch" and info["device"] == "cpu" and info["lulc_classes"][0] == "water"
-    assert info["building_threshold"] == 0.5 and len(info["checkpoint"]["sha256"]) == 64
-    assert info["s2_bands"][3] == "B04" and info["modalities"] == ("S2L2A", "S1RTC", "DEM")
-    p = a.predict(raw(224, 224))
-    assert set(p.probabilities) == {"lulc", "buildings"}
-
-
-def test_a_failed_load_caches_nothing(artifact_dir, tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(artifact_dir, bad)
-    good = (bad / WEIGHTS_FILE).read_bytes()
-    (bad / WEIGHTS_FILE).write_bytes(good[:-100])
-    s = Settings(checkpoint=str(bad), device="cpu")
-    with pytest.raises(CheckpointError, match="truncated"):
-        get_runtime(s)
-    assert not rt_mod._models and not rt_mod._runtimes
-    (bad / WEIGHTS_FILE).write_bytes(good)
-    assert get_runtime(s).model_info()["checkpoint"]["id"] == str(bad)
-
-
-def test_backend_and_device_errors(artifact_dir):
-    with pytest.raises(BackendError, match="unknown backend"):
-        load_runtime(str(artifact_dir), backend="tensorflow")
-    if importlib.util.find_spec("onnxruntime") is not None:
-        with pytest.raises(CheckpointNotFoundError, match="no ONNX export.*terramind-nyc export-onnx"):
-            load_runtime(str(artifact_dir), backend="onnx")
+def test_device_names_are_checked():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(BackendError, match="unknown device"):
-        load_runtime(str(artifact_dir), device="tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(BackendError, match="sees no GPU.*TERRAMIND_NYC_DEVICE=cpu"):
-            load_runtime(str(artifact_dir), device="cuda")
-    with pytest.raises(SettingsError, match="tile_overlap_px"):
-        load_runtime(str(artifact_dir), device="cpu", tile_overlap=224)
+        resolve_device("tpu")
 
 
 def test_cuda_device_when_available(artifact_dir):

@@ -16,19 +16,13 @@ pytest.importorskip("onnxruntime")
 from click.testing import CliRunner
 from onnx_artifacts import copy_artifact, exported_tiny
 
-from terramind_nyc.model.artifact import (
-    CONFIG_FILE,
-    ONNX_DATA_FILE,
-    ONNX_FILE,
-    WEIGHTS_FILE,
-    load_artifact,
-    read_config,
-    save_artifact,
-    weights_sha256,
-)
 from terramind_nyc.cli import cli
 from terramind_nyc.errors import InvalidInputError
+from terramind_nyc.model.artifact import load_artifact, save_artifact
 from terramind_nyc.model.export_onnx import export_onnx, resolve_subsets
+from terramind_nyc.model.files import CONFIG_FILE, ONNX_DATA_FILE, ONNX_FILE, WEIGHTS_FILE
+from terramind_nyc.model.locate import read_config
+from terramind_nyc.model.safetensors_io import weights_sha256
 from terramind_nyc.testing.model import make_tiny_artifact, tiny_config
 
 SUBSET_FILES = {

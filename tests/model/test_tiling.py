@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from terramind_nyc.errors import InvalidInputError
-from terramind_nyc.model.tiling import TileBlender, blend_mask, extract_tiles, plan_tiles, softmax
+from terramind_nyc.model.tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax
+
+
+def extract_tiles(array: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """All tiles of ``array`` as the runtime cuts them: padded to the canvas, then cut."""
+    return cut_tiles(pad_to_canvas(array, plan), plan)
 
 
 def test_one_tile_window_is_a_single_tile_without_margin():
@@ -37,7 +42,8 @@ def test_small_sides_are_padded_up_to_a_tile(h, w, n):
     assert tiles.shape == (n, 3, 224, 224)
 
 
-def test_blend_mask_matches_terratorch():
+def test_blend_weights_match_terratorch():
+    """With several tiles on both axes, a plan's weights are terratorch's get_blend_mask."""
     pytest.importorskip("torch")
     from terramind_nyc.model.compat import terratorch_imports
 
@@ -45,9 +51,10 @@ def test_blend_mask_matches_terratorch():
         from terratorch.tasks.tiled_inference import get_blend_mask
 
     for stride, delta in ((192, 8), (160, 16), (224, 0), (200, 4)):
-        ours = blend_mask(224, stride, delta)
+        plan = plan_tiles(700, 650, stride=stride, delta=delta)
+        assert len({r for r, _ in plan.origins}) > 1 and len({c for _, c in plan.origins}) > 1
         theirs = get_blend_mask(224, stride, 224, stride, delta).numpy()
-        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(plan.weights, theirs, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize(("h", "w"), [(1, 1), (37, 300), (224, 224), (300, 520), (513, 449), (700, 230)])

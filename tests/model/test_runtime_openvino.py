@@ -16,13 +16,14 @@ pytest.importorskip("onnxruntime")
 from fakes import assert_threads_agree, raw
 from onnx_artifacts import exported_tiny, reference_runtime
 
+from terramind_nyc.errors import BackendError, CheckpointNotFoundError, PrecisionFallbackWarning
 from terramind_nyc.model import backends as rt_mod
 from terramind_nyc.model import precision as precision_mod
 from terramind_nyc.model import runtime_openvino as ov_mod
 from terramind_nyc.model.backends import get_runtime, load_runtime
-from terramind_nyc.errors import BackendError, CheckpointNotFoundError, PrecisionFallbackWarning
-from terramind_nyc.model.runtime import OnnxRuntime, TorchRuntime
+from terramind_nyc.model.runtime_onnx import OnnxRuntime
 from terramind_nyc.model.runtime_openvino import OpenVinoRuntime
+from terramind_nyc.model.runtime_torch import TorchRuntime
 from terramind_nyc.settings import Settings
 from terramind_nyc.testing.model import make_tiny_artifact
 
@@ -42,10 +43,10 @@ def torch_fp32(exported: Path) -> TorchRuntime:
 @pytest.fixture(autouse=True)
 def _fresh():
     rt_mod.clear_runtimes()
-    precision_mod._warned.clear()
+    precision_mod.reset_warnings()
     yield
     rt_mod.clear_runtimes()
-    precision_mod._warned.clear()
+    precision_mod.reset_warnings()
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,11 +77,11 @@ def test_bf16_agrees_with_torch_fp32_where_the_cpu_has_it(exported, torch_fp32):
     if not CPU_HAS_BF16:
         with pytest.warns(PrecisionFallbackWarning, match=r"OpenVINO CPU has no bf16 support"):
             rt = load_runtime(str(exported), backend="openvino", device="cpu", precision="bf16")
-        assert rt.model_info()["precision"] == "fp32"
+        assert rt.model_info().precision == "fp32"
         return
     rt = load_runtime(str(exported), backend="openvino", device="cpu", precision="bf16")
     info = rt.model_info()
-    assert (info["backend"], info["device"], info["precision"]) == ("openvino", "CPU", "bf16")
+    assert (info.backend, info.device, info.precision) == ("openvino", "CPU", "bf16")
     a, b = rt.predict(x), torch_fp32.predict(x)
     for head, p in b.probabilities.items():
         assert _agreement(a.probabilities[head], p) >= 0.99, head
@@ -98,19 +99,19 @@ def test_compiled_graphs_are_shared_between_runtimes_and_threads(exported):
     b = get_runtime(s.replace(tile_overlap_px=64, tile_batch=2))
     assert isinstance(a, OpenVinoRuntime) and b is not a
     full = ("S2L2A", "S1RTC", "DEM")
-    assert a._graph(full) is b._graph(full)
+    assert a.graph(full) is b.graph(full)
     other = OpenVinoRuntime.from_checkpoint(str(exported), device="cpu", precision="fp32", threads=1)
-    assert other._graph(full) is a._graph(full)  # compiled once per process
-    assert int(a._graph(full).get_property("INFERENCE_NUM_THREADS")) == 1
-    assert str(a._graph(full).get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
+    assert other.graph(full) is a.graph(full)  # compiled once per process
+    assert int(a.graph(full).get_property("INFERENCE_NUM_THREADS")) == 1
+    assert str(a.graph(full).get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
     assert_threads_agree(a, raw(230, 250, seed=4))
 
 
 def test_the_model_info(exported):
     info = load_runtime(str(exported), backend="openvino", device="cpu", precision="fp32").model_info()
-    assert info["backend"] == "openvino" and info["device"] == "CPU" and info["precision"] == "fp32"
-    assert info["onnx_subsets"][0] == ["S2L2A", "S1RTC", "DEM"] and info["openvino_version"]
-    assert len(info["checkpoint"]["sha256"]) == 64
+    assert info.backend == "openvino" and info.device == "CPU" and info.precision == "fp32"
+    assert info.onnx_subsets[0] == ("S2L2A", "S1RTC", "DEM") and info.openvino_version
+    assert len(info.checkpoint["sha256"]) == 64 and info.provider is None
 
 
 # ----------------------------------------------------------------------------------------
@@ -126,14 +127,14 @@ def test_auto_takes_openvino_on_a_bf16_cpu_else_onnx_runtime(exported, monkeypat
 
 
 def test_without_openvino_auto_sees_no_bf16_through_it(monkeypatch):
-    monkeypatch.setattr(ov_mod, "_core", None)
+    ov_mod.reset_core()  # the next Core must be made by importing openvino, which fails here
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert ov_mod.openvino_cpu_has_bf16() is False  # and no error: auto then takes ONNX Runtime
 
 
 def test_auto_without_onnxruntime_or_torch_serves_through_openvino(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    monkeypatch.setattr(rt_mod, "_torch_available", lambda: False)
+    monkeypatch.setattr(rt_mod, "torch_available", lambda: False)
     monkeypatch.setattr(ov_mod, "openvino_cpu_has_bf16", lambda: False)
     rt = load_runtime(str(exported), backend="auto", device="cpu")
     assert isinstance(rt, OpenVinoRuntime)  # the last resort; its precision follows OpenVINO's own device check

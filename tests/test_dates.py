@@ -1,25 +1,34 @@
-"""The search window (``dates.resolve_when``), the request deadline (``deadline.Deadline``) and the
-location check before any search (``grid.chip_grid``): moved here from tests/test_catalog.py.
-
-They test flat modules the imagery stage relies on; their mirror is tests/test_dates.py,
-tests/test_deadline.py and tests/test_grid.py (other owners' files).
-"""
+"""ISO parsing and the search window of a user's ``when`` (terramind_nyc.dates)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from terramind_nyc.dates import resolve_when
-from terramind_nyc.deadline import Deadline
-from terramind_nyc.errors import DeadlineExceededError, InvalidInputError, InvalidLocationError
-from terramind_nyc.grid import chip_grid
+from terramind_nyc.dates import iso_z, parse_iso, resolve_when, utc
+from terramind_nyc.errors import InvalidInputError
 from terramind_nyc.settings import Settings
 
 NOW = datetime(2024, 8, 15, 12, 0, tzinfo=UTC)
+
+
+def test_parse_iso_is_lenient_and_always_utc():
+    assert parse_iso("2024-07-01T15:30:00Z") == datetime(2024, 7, 1, 15, 30, tzinfo=UTC)
+    assert parse_iso("2024-07-01t15:30:00z") == datetime(2024, 7, 1, 15, 30, tzinfo=UTC)
+    assert parse_iso("2024-07-01T17:30:00+02:00") == datetime(2024, 7, 1, 15, 30, tzinfo=UTC)
+    assert parse_iso("2024-07-01T15:30:00") == datetime(2024, 7, 1, 15, 30, tzinfo=UTC)  # naive is UTC
+    assert parse_iso(" 2024-07-01 ") == datetime(2024, 7, 1, tzinfo=UTC)
+    for bad in (None, "", "yesterday", "2024-13-01", 0):
+        assert parse_iso(bad) is None
+
+
+def test_utc_and_iso_z():
+    east = datetime(2024, 7, 1, 12, 0, tzinfo=timezone(timedelta(hours=3)))
+    assert utc(east) == datetime(2024, 7, 1, 9, 0, tzinfo=UTC) and utc(east).tzinfo is UTC
+    assert iso_z(east) == "2024-07-01T09:00:00Z"
+    assert iso_z(datetime(2024, 7, 1, 9, 0, 0, 999999)) == "2024-07-01T09:00:00Z"
 
 
 def test_when_none_is_the_recencywindow() -> None:
@@ -79,26 +88,3 @@ def test_when_ending_in_the_future_is_cut_at_now() -> None:
 def test_when_rejects_bad_windows(when: Any, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         resolve_when(when, Settings(), now=NOW)
-
-
-def test_invalid_coordinates_are_rejected_before_any_search() -> None:
-    for lat, lon in [(float("nan"), -73.98), (40.7, float("inf")), ("40.7", -73.98), (95.0, -73.98),
-                     (-73.98, 40.75), (51.5, -0.12)]:
-        with pytest.raises(InvalidLocationError):
-            chip_grid(lat, lon)
-
-
-def test_deadline() -> None:
-    d = Deadline(0.2)
-    assert 0.0 < d.remaining() <= 0.2 and not d.expired
-    d.check("step", "svc")
-    time.sleep(0.25)
-    assert d.expired and d.remaining() == 0.0
-    with pytest.raises(DeadlineExceededError, match=r"reading X at host:1 did not finish within the 0.2 s deadline"):
-        d.check("reading X", "host:1")
-    assert isinstance(d.error("a", "b"), TimeoutError)
-    forever = Deadline(None)
-    assert forever.remaining() == float("inf") and forever.timeout() is None and forever.timeout(3) == 3
-    for bad in (0, -1, float("nan"), True, "10"):
-        with pytest.raises(InvalidInputError):
-            Deadline(bad)  # type: ignore[arg-type]

@@ -1,0 +1,399 @@
+"""The checkpoint config (``config.json``): a typed, versioned, validated :class:`ModelConfig`.
+
+It says everything needed to rebuild, feed and interpret a checkpoint: encoder, modalities with
+band order and standardisation statistics, heads with classes, colours and threshold, tile size,
+T, the S2 offset rule, provenance and metrics, and the ONNX export record
+(:mod:`terramind_nyc.model.onnx_record`). Reading and validating it needs neither torch nor
+terratorch. Band orders and the offset rule come from :mod:`terramind_nyc.sensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CheckpointError
+from ..sensors import DEM_BANDS, S1_BANDS, S2_BANDS, S2OffsetRule
+from . import _schema as schema
+from .onnx_record import OnnxExport, check_onnx_record
+
+__all__ = ["DEFAULT_HEADS", "DEFAULT_MODALITIES", "ENCODERS", "KNOWN_MODALITIES", "SCHEMA_VERSION", "TEMPORAL_POOLINGS",
+           "HeadSpec", "ModalitySpec", "ModelConfig", "S2OffsetRule"]
+
+#: Version of the config.json schema this library reads and writes.
+SCHEMA_VERSION = 1
+#: TerraMind v1 encoder sizes: name -> (depth, token dimension).
+ENCODERS: Mapping[str, tuple[int, int]] = {
+    "terramind_v1_tiny": (12, 192),
+    "terramind_v1_small": (12, 384),
+    "terramind_v1_base": (12, 768),
+    "terramind_v1_large": (24, 1024),
+}
+#: Raw (untokenised) modalities TerraMind v1 takes as input.
+KNOWN_MODALITIES = ("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM")
+TEMPORAL_POOLINGS = ("mean", "max", "concat")
+
+_HEAD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One input modality: its bands in model order and the statistics that standardise it."""
+
+    name: str
+    """Modality key as TerraMind names it: ``S2L2A``, ``S1RTC``, ``DEM`` (also S2L1C, S2RGB, S1GRD)."""
+    bands: tuple[str, ...]
+    """Band names in the order the model takes them (the order of axis 0 of the input array)."""
+    mean: tuple[float, ...]
+    """Per-band mean, in the input's units, subtracted before the model."""
+    std: tuple[float, ...]
+    """Per-band standard deviation (> 0), in the input's units, divided after the mean."""
+    units: str = ""
+    """What the raw values are (documentation: ``DN``, ``dB``, ``m``)."""
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> ModalitySpec:
+        """Parse one entry of ``modalities``; CheckpointError names the bad field."""
+        d = schema.expect(d, dict, where)
+        schema.no_unknown(d, {"name", "bands", "mean", "std", "units"}, where)
+        schema.require(d, ("name", "bands", "mean", "std"), where)
+        return cls(
+            name=schema.expect(d["name"], str, f"{where}.name"),
+            bands=schema.str_tuple(d["bands"], f"{where}.bands"),
+            mean=schema.float_tuple(d["mean"], f"{where}.mean"),
+            std=schema.float_tuple(d["std"], f"{where}.std"),
+            units=schema.expect(d.get("units", ""), str, f"{where}.units"),
+        )
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One segmentation head: its classes, display colours and decision threshold."""
+
+    name: str
+    """Head key (lower-case identifier), e.g. ``lulc``, ``buildings``; the output dict's key."""
+    classes: tuple[str, ...]
+    """Class names in output-channel order (at least two)."""
+    colors: tuple[str, ...]
+    """Display colour per class, ``#rrggbb``."""
+    threshold: float | None = None
+    """Two-class heads: probability of class 1 at or above which a pixel is class 1 (0..1)."""
+    description: str = ""
+    """What the head predicts and where its labels came from."""
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> HeadSpec:
+        """Parse one entry of ``heads``; CheckpointError names the bad field."""
+        d = schema.expect(d, dict, where)
+        schema.no_unknown(d, {"name", "classes", "colors", "threshold", "description"}, where)
+        schema.require(d, ("name", "classes", "colors"), where)
+        thr = d.get("threshold")
+        return cls(
+            name=schema.expect(d["name"], str, f"{where}.name"),
+            classes=schema.str_tuple(d["classes"], f"{where}.classes"),
+            colors=schema.str_tuple(d["colors"], f"{where}.colors"),
+            threshold=None if thr is None else float(schema.expect(thr, (int, float), f"{where}.threshold")),
+            description=schema.expect(d.get("description", ""), str, f"{where}.description"),
+        )
+
+
+#: TerraMind v1 pretraining statistics (terratorch ``terramind_register.py``; DESIGN section 2).
+DEFAULT_MODALITIES: tuple[ModalitySpec, ...] = (
+    ModalitySpec(
+        "S2L2A", S2_BANDS,
+        (1390.458, 1503.317, 1718.197, 1853.91, 2199.1, 2779.975, 2987.011, 3083.234, 3132.22, 3162.988,
+         2424.884, 1857.648),
+        (2106.761, 2141.107, 2038.973, 2134.138, 2085.321, 1889.926, 1820.257, 1871.918, 1753.829, 1797.379,
+         1434.261, 1334.311),
+        "DN (reflectance x 10000, baseline offset removed)",
+    ),
+    ModalitySpec("S1RTC", S1_BANDS, (-10.93, -17.329), (4.391, 4.459), "dB"),
+    ModalitySpec("DEM", DEM_BANDS, (670.665,), (951.272,), "m"),
+)
+#: The default heads: ESA WorldCover-derived land cover and NYC building footprints.
+DEFAULT_HEADS: tuple[HeadSpec, ...] = (
+    HeadSpec(
+        "lulc", ("water", "developed", "forest", "herbaceous", "other"),
+        ("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
+        description="Land cover from ESA WorldCover 2021 v200: water 80/90/95, developed 50, forest 10/20, "
+        "herbaceous 30/40, other 60/70/100",
+    ),
+    HeadSpec(
+        "buildings", ("background", "building"), ("#000000", "#ff7f00"), threshold=0.5,
+        description="Building footprint (NYC Open Data 5zhs-2jue rasterised on the chip grid)",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild, feed and interpret a checkpoint (``config.json``).
+
+    ``ModelConfig()`` is the default two-head base model. Construction validates every field
+    and raises :class:`~terramind_nyc.errors.CheckpointError` naming the bad one.
+    """
+
+    name: str = "terramind-nyc-multihead"
+    """Model name."""
+    version: str = "0.0.0"
+    """Model version (of the weights, not of this library)."""
+    encoder: str = "terramind_v1_base"
+    """TerraMind encoder: ``terramind_v1_{tiny,small,base,large}``."""
+    modalities: tuple[ModalitySpec, ...] = DEFAULT_MODALITIES
+    """Input modalities in model order; any non-empty subset can be given at inference."""
+    heads: tuple[HeadSpec, ...] = DEFAULT_HEADS
+    """Output heads in order, one UNet decoder + segmentation head each."""
+    timesteps: int = 1
+    """T: time steps per input (1 = single date; >1 runs the encoder through terratorch's TemporalWrapper)."""
+    temporal_pooling: str = "mean"
+    """How encoder features of the T time steps are pooled: ``mean``, ``max`` or ``concat``."""
+    tile_size: int = 224
+    """Side in pixels of the square tiles the model sees (multiple of 32)."""
+    decoder_channels: tuple[int, ...] = (512, 256, 128, 64)
+    """UNet decoder channels per head (four stages)."""
+    neck_indices: tuple[int, ...] | None = None
+    """Encoder blocks fed to the neck; None: [2, 5, 8, 11] (large: [5, 11, 17, 23])."""
+    s2_offset: S2OffsetRule = S2OffsetRule()
+    """Sentinel-2 DN harmonisation rule the weights were trained with."""
+    license: str = "Apache-2.0"
+    """Licence of the weights."""
+    training: Mapping[str, Any] = field(default_factory=dict)
+    """Training provenance (dataset, split, hyper-parameters, run); free-form, JSON-safe."""
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    """Evaluation metrics (test split, threshold choice); free-form, JSON-safe."""
+    onnx: OnnxExport | None = None
+    """The ONNX export in the artifact (None: none); written by ``terramind-nyc export-onnx``."""
+    schema_version: int = SCHEMA_VERSION
+    """Version of this schema; only :data:`SCHEMA_VERSION` is read."""
+
+    def __post_init__(self) -> None:
+        _validate_config(self)
+
+    # --- views -----------------------------------------------------------------------------
+    @property
+    def encoder_depth(self) -> int:
+        """Number of transformer blocks of the encoder."""
+        return ENCODERS[self.encoder][0]
+
+    @property
+    def resolved_neck_indices(self) -> tuple[int, ...]:
+        """Encoder blocks fed to the neck (``neck_indices`` or the size's default)."""
+        if self.neck_indices is not None:
+            return self.neck_indices
+        return (5, 11, 17, 23) if self.encoder_depth == 24 else (2, 5, 8, 11)
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """Modality keys in model order."""
+        return tuple(m.name for m in self.modalities)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """Head keys in output order."""
+        return tuple(h.name for h in self.heads)
+
+    def modality(self, name: str) -> ModalitySpec:
+        """The spec of modality ``name`` (KeyError if absent)."""
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def head(self, name: str) -> HeadSpec:
+        """The spec of head ``name`` (KeyError if absent)."""
+        for h in self.heads:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that fix the network's structure (weights names and shapes)."""
+        return {
+            "encoder": self.encoder,
+            "modalities": [(m.name, len(m.bands)) for m in self.modalities],
+            "heads": [(h.name, len(h.classes)) for h in self.heads],
+            "timesteps": self.timesteps,
+            "temporal_pooling": self.temporal_pooling if self.timesteps > 1 else None,
+            "decoder_channels": list(self.decoder_channels),
+            "neck_indices": list(self.resolved_neck_indices),
+        }
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A validated copy with ``changes`` applied."""
+        try:
+            return dataclasses.replace(self, **changes)
+        except TypeError as exc:
+            raise CheckpointError(f"invalid model config change: {exc}") from None
+
+    # --- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict, the content of ``config.json``."""
+        return {
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "version": self.version,
+            "encoder": self.encoder,
+            "modalities": [_plain(m) for m in self.modalities],
+            "heads": [_plain(h) for h in self.heads],
+            "timesteps": self.timesteps,
+            "temporal_pooling": self.temporal_pooling,
+            "tile_size": self.tile_size,
+            "decoder_channels": list(self.decoder_channels),
+            "neck_indices": None if self.neck_indices is None else list(self.neck_indices),
+            "s2_offset": dataclasses.asdict(self.s2_offset),
+            "license": self.license,
+            "training": schema.jsonable(self.training, "training"),
+            "metrics": schema.jsonable(self.metrics, "metrics"),
+            "onnx": None if self.onnx is None else self.onnx.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        """``config.json`` text."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
+        """Parse and validate a ``config.json`` dict; errors name ``source`` and the field."""
+        if not isinstance(data, Mapping):
+            raise CheckpointError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            if version is None:
+                raise CheckpointError(f"{source} has no schema_version; it is not a terramind_nyc checkpoint config")
+            raise CheckpointError(
+                f"{source} has schema_version {version!r}; this terramind-nyc reads schema version "
+                f"{SCHEMA_VERSION}: upgrade terramind-nyc, or re-export the checkpoint with this version"
+            )
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise CheckpointError(f"{source}: unknown field(s) {unknown} for schema version {SCHEMA_VERSION}")
+        try:
+            return cls(schema_version=version, **_fields_of(data))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
+
+
+def _plain(spec: ModalitySpec | HeadSpec) -> dict[str, Any]:
+    """A spec as a JSON-ready dict (tuples as lists), keys in field order."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
+
+
+def _fields_of(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`ModelConfig` keywords of a ``config.json`` dict, each checked for its type."""
+    kw: dict[str, Any] = {}
+    for key in ("name", "version", "encoder", "temporal_pooling", "license"):
+        if key in data:
+            kw[key] = schema.expect(data[key], str, key)
+    for key in ("timesteps", "tile_size"):
+        if key in data:
+            kw[key] = schema.expect(data[key], int, key)
+    if "modalities" in data:
+        kw["modalities"] = tuple(ModalitySpec.from_dict(m, f"modalities[{i}]")
+                                 for i, m in enumerate(schema.expect(data["modalities"], list, "modalities")))
+    if "heads" in data:
+        kw["heads"] = tuple(HeadSpec.from_dict(h, f"heads[{i}]")
+                            for i, h in enumerate(schema.expect(data["heads"], list, "heads")))
+    if "decoder_channels" in data:
+        kw["decoder_channels"] = schema.int_tuple(data["decoder_channels"], "decoder_channels")
+    if data.get("neck_indices") is not None:
+        kw["neck_indices"] = schema.int_tuple(data["neck_indices"], "neck_indices")
+    if "s2_offset" in data:
+        kw["s2_offset"] = _offset_rule(data["s2_offset"])
+    for key in ("training", "metrics"):
+        if data.get(key) is not None:
+            kw[key] = dict(schema.expect(data[key], dict, key))
+    if data.get("onnx") is not None:
+        kw["onnx"] = OnnxExport.from_dict(data["onnx"], "onnx")
+    return kw
+
+
+def _offset_rule(value: Any) -> S2OffsetRule:
+    s2 = schema.expect(value, dict, "s2_offset")
+    schema.no_unknown(s2, {f.name for f in dataclasses.fields(S2OffsetRule)}, "s2_offset")
+    default = S2OffsetRule()
+    return S2OffsetRule(
+        offset_dn=schema.expect(s2.get("offset_dn", default.offset_dn), int, "s2_offset.offset_dn"),
+        from_baseline=schema.expect(s2.get("from_baseline", default.from_baseline), str, "s2_offset.from_baseline"),
+        clip_min=float(schema.expect(s2.get("clip_min", default.clip_min), (int, float), "s2_offset.clip_min")),
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------
+def _validate_config(c: ModelConfig) -> None:
+    if c.schema_version != SCHEMA_VERSION:
+        raise CheckpointError(f"schema_version must be {SCHEMA_VERSION}, got {c.schema_version!r}")
+    for key in ("name", "version"):
+        if not isinstance(getattr(c, key), str) or not getattr(c, key):
+            raise CheckpointError(f"`{key}` must be a non-empty string")
+    if c.encoder not in ENCODERS:
+        raise CheckpointError(f"unknown encoder {c.encoder!r}; choose one of {sorted(ENCODERS)}")
+    _validate_modalities(c.modalities)
+    _validate_heads(c.heads)
+    if not isinstance(c.timesteps, int) or isinstance(c.timesteps, bool) or c.timesteps < 1:
+        raise CheckpointError(f"`timesteps` must be an integer >= 1, got {c.timesteps!r}")
+    if c.temporal_pooling not in TEMPORAL_POOLINGS:
+        raise CheckpointError(f"`temporal_pooling` must be one of {list(TEMPORAL_POOLINGS)}, got {c.temporal_pooling!r}")
+    if not isinstance(c.tile_size, int) or isinstance(c.tile_size, bool) or c.tile_size < 64 or c.tile_size % 32:
+        raise CheckpointError(f"`tile_size` must be a multiple of 32 and >= 64, got {c.tile_size!r}")
+    if len(c.decoder_channels) != 4 or not all(isinstance(v, int) and v > 0 for v in c.decoder_channels):
+        raise CheckpointError(f"`decoder_channels` must be four positive integers, got {list(c.decoder_channels)}")
+    if c.neck_indices is not None:
+        depth = ENCODERS[c.encoder][0]
+        if len(c.neck_indices) != 4 or not all(isinstance(i, int) and 0 <= i < depth for i in c.neck_indices):
+            raise CheckpointError(f"`neck_indices` must be four block indices in 0..{depth - 1}, got {c.neck_indices}")
+    if not isinstance(c.s2_offset, S2OffsetRule) or c.s2_offset.offset_dn < 0:
+        raise CheckpointError("`s2_offset.offset_dn` must be >= 0")
+    for key in ("training", "metrics"):
+        if not isinstance(getattr(c, key), Mapping):
+            raise CheckpointError(f"`{key}` must be a JSON object")
+    if c.onnx is not None:
+        check_onnx_record(c.onnx, c.modality_names)
+
+
+def _validate_modalities(modalities: tuple[ModalitySpec, ...]) -> None:
+    if not modalities:
+        raise CheckpointError("`modalities` must list at least one modality")
+    schema.unique([m.name for m in modalities], "modalities")
+    for m in modalities:
+        where = f"modality {m.name!r}"
+        if m.name not in KNOWN_MODALITIES:
+            raise CheckpointError(f"{where}: unknown modality; TerraMind takes {list(KNOWN_MODALITIES)}")
+        if not m.bands or not all(isinstance(b, str) and b for b in m.bands):
+            raise CheckpointError(f"{where}: `bands` must be a non-empty list of band names")
+        schema.unique(m.bands, f"{where} bands")
+        for key in ("mean", "std"):
+            vals = getattr(m, key)
+            if len(vals) != len(m.bands):
+                raise CheckpointError(f"{where}: {len(vals)} `{key}` values for {len(m.bands)} bands")
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+                raise CheckpointError(f"{where}: `{key}` values must be finite numbers")
+        if not all(v > 0 for v in m.std):
+            raise CheckpointError(f"{where}: every `std` must be > 0")
+
+
+def _validate_heads(heads: tuple[HeadSpec, ...]) -> None:
+    if not heads:
+        raise CheckpointError("`heads` must list at least one head")
+    schema.unique([h.name for h in heads], "heads")
+    for h in heads:
+        where = f"head {h.name!r}"
+        if not isinstance(h.name, str) or not _HEAD_NAME.match(h.name):
+            raise CheckpointError(f"{where}: name must be a lower-case identifier (a-z, 0-9, _), up to 32 characters")
+        if len(h.classes) < 2 or not all(isinstance(k, str) and k for k in h.classes):
+            raise CheckpointError(f"{where}: `classes` must name at least two classes")
+        schema.unique(h.classes, f"{where} classes")
+        if len(h.colors) != len(h.classes) or not all(isinstance(k, str) and _COLOR.match(k) for k in h.colors):
+            raise CheckpointError(f"{where}: `colors` must give one #rrggbb colour per class ({len(h.classes)})")
+        if h.threshold is not None:
+            if len(h.classes) != 2:
+                raise CheckpointError(f"{where}: `threshold` applies to two-class heads only")
+            if not (isinstance(h.threshold, (int, float)) and 0.0 < h.threshold < 1.0):
+                raise CheckpointError(f"{where}: `threshold` must lie strictly between 0 and 1, got {h.threshold!r}")

@@ -1,0 +1,398 @@
+"""The stages of one request, with the chip reader and the model runtime injectable.
+
+grid -> imagery (chip reader) -> model (runtime) -> summary -> :class:`~terramind_nyc.result.Result`.
+
+This module and :mod:`terramind_nyc.api` are the only ones that know both
+:mod:`terramind_nyc.imagery` and :mod:`terramind_nyc.model`. A :class:`Pipeline` holds the two
+seams, typed by Protocols: a :class:`ChipReader` (default: the STAC reader,
+:func:`terramind_nyc.imagery.reader.read_chip`) and a :class:`RuntimeSource` (default: the
+process-wide runtime of :func:`terramind_nyc.model.backends.get_runtime`, checked against the
+reader's S2 offset rule). The public calls run :func:`current_pipeline`; tests and embedders
+swap in their own reader or runtime with :func:`use_pipeline`::
+
+    with use_pipeline(Pipeline(reader=my_reader, runtimes=lambda settings: my_runtime)):
+        fetch(40.7484, -73.9857)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .cache import get_caches, stable_key
+from .dates import parse_iso, resolve_when
+from .deadline import Deadline
+from .errors import CheckpointError, InvalidInputError, MissingModalityWarning, StaleSceneWarning
+from .jsonsafe import json_safe
+from .result import Provenance, Result
+from .sensors import READER_S2_OFFSET
+from .settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .grid import ChipGrid
+    from .imagery.chip import Chip
+    from .model.runtime import ModelInfo
+
+__all__ = [
+    "ChipReader",
+    "ModelRuntime",
+    "Pipeline",
+    "Request",
+    "RuntimeSource",
+    "check_size",
+    "current_pipeline",
+    "default_reader",
+    "default_runtime",
+    "use_pipeline",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest window one call serves, metres.
+MAX_SIZE_M = 20_000
+
+
+# ----------------------------------------------------------------------------------------
+# Seams
+# ----------------------------------------------------------------------------------------
+class ChipReader(Protocol):
+    """Reads co-registered imagery onto a grid for a date window (the imagery stage)."""
+
+    def __call__(self, grid: ChipGrid, start: datetime, end: datetime, settings: Settings,
+                 deadline: Deadline) -> Chip: ...
+
+
+class Predicted(Protocol):
+    """What a runtime's ``predict`` returns."""
+
+    @property
+    def probabilities(self) -> Mapping[str, np.ndarray]: ...
+
+
+class ModelRuntime(Protocol):
+    """A loaded model (the model stage): its identity and a tiled pass over raw arrays."""
+
+    def model_info(self) -> ModelInfo: ...
+
+    def predict(self, arrays: Mapping[str, np.ndarray],
+                masks: Mapping[str, np.ndarray] | None = None) -> Predicted: ...
+
+
+class RuntimeSource(Protocol):
+    """Gives the runtime for a settings object (loaded once, reused)."""
+
+    def __call__(self, settings: Settings) -> ModelRuntime: ...
+
+
+def default_reader(grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Deadline) -> Chip:
+    """The STAC chip reader (:func:`terramind_nyc.imagery.reader.read_chip`) for ``start..end``."""
+    from .imagery.reader import read_chip
+
+    return read_chip(grid, when=(start, end), settings=settings, deadline=deadline)
+
+
+def default_runtime(settings: Settings) -> ModelRuntime:
+    """The process-wide runtime for ``settings``, refused when its S2 offset rule is not the reader's.
+
+    The reader harmonises S2 with one rule (:data:`terramind_nyc.sensors.READER_S2_OFFSET`); a
+    checkpoint trained with another would be fed shifted inputs, so it is refused rather than run.
+    """
+    from .model.backends import get_runtime
+
+    rt = get_runtime(settings)
+    rule = rt.config.s2_offset
+    if not READER_S2_OFFSET.same_as(rule):
+        raise CheckpointError(
+            f"the checkpoint's S2 offset rule ({rule.describe()}) differs from the one this library's reader "
+            f"applies ({READER_S2_OFFSET.describe()}): retrain or re-export it with the reader's rule")
+    return rt
+
+
+# ----------------------------------------------------------------------------------------
+# One request
+# ----------------------------------------------------------------------------------------
+def check_size(size_m: float | None, radius_m: float | None, settings: Settings) -> tuple[float, float | None]:
+    """The window side and summary radius (metres) of a request, validated.
+
+    ``size_m`` None takes ``settings.size_m``, grown to fit ``radius_m`` when that is larger.
+    """
+    size = settings.size_m if size_m is None else size_m
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size <= 0:
+        raise InvalidInputError(f"size_m must be a positive number of metres, got {size_m!r}")
+    if size < settings.resolution_m:
+        raise InvalidInputError(f"size_m={size} is smaller than one {settings.resolution_m} m pixel")
+    if size > MAX_SIZE_M:
+        raise InvalidInputError(f"size_m={size} is larger than the 20 km this library serves in one call; "
+                                "use fetch_many for many points")
+    if radius_m is not None:
+        if isinstance(radius_m, bool) or not isinstance(radius_m, (int, float)) or not math.isfinite(radius_m) \
+                or radius_m <= 0:
+            raise InvalidInputError(f"radius_m must be a positive number of metres or None, got {radius_m!r}")
+        if 2 * radius_m > size:
+            if size_m is not None:
+                raise InvalidInputError(
+                    f"radius_m={radius_m} does not fit in a {size} m window; pass size_m >= {2 * radius_m} or omit it"
+                )
+            size = float(math.ceil(2 * radius_m / settings.resolution_m) * settings.resolution_m)
+        radius_m = float(radius_m)
+    return float(size), radius_m
+
+
+@dataclass(frozen=True)
+class Request:
+    """One point's question: where, which window, which dates, with which settings."""
+
+    lat: float
+    """Latitude (degrees), validated."""
+    lon: float
+    """Longitude (degrees), validated."""
+    radius_m: float | None
+    """Radius of the summary circle (metres), or None for the whole grid."""
+    grid: ChipGrid
+    """The point's own window."""
+    start: datetime
+    """Start of the searched acquisition window (aware UTC)."""
+    end: datetime
+    """End of the searched acquisition window (aware UTC)."""
+    settings: Settings
+    """The settings of the call."""
+
+    def result_key(self, info: ModelInfo) -> str:
+        """Result-cache key: the snapped grid, day window, imagery settings, circle and model."""
+        return stable_key("result", self.grid.cache_key(), window_key(self.start, self.end),
+                          self.settings.key("chip"), self.radius_m,
+                          (round(self.lat, 6), round(self.lon, 6)) if self.radius_m else None,
+                          info.checkpoint.get("sha256"), info.precision)
+
+
+def window_key(start: datetime, end: datetime) -> tuple[str, str]:
+    """Day resolution: "the last 120 days" asked twice on one day is the same question."""
+    return (start.date().isoformat(), end.date().isoformat())
+
+
+@dataclass(frozen=True)
+class ModelPass:
+    """One model pass over one chip (a point's own window, or a window shared by neighbours)."""
+
+    chip: Chip
+    """The imagery the model saw."""
+    probabilities: Mapping[str, np.ndarray]
+    """Per head ``(classes, H, W)`` probabilities on ``chip.grid``."""
+    info: ModelInfo
+    """The model that ran."""
+    rgb: np.ndarray | None
+    """True colour of the whole chip (computed once per pass)."""
+
+
+def _crop(array: np.ndarray, outer: ChipGrid, inner: ChipGrid) -> np.ndarray:
+    row, col = outer.window(inner)
+    return array[..., row:row + inner.height, col:col + inner.width]
+
+
+def _age_days(iso: Any, now: datetime) -> float | None:
+    dt = parse_iso(iso)
+    return None if dt is None else round((now - dt).total_seconds() / 86400.0, 2)
+
+
+def _imagery_provenance(chip: Chip, now: datetime) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, prov in chip.provenance.items():
+        d = json_safe(prov)
+        dts = d.get("datetimes") or []
+        d["age_days"] = _age_days(dts[0] if dts else None, now)
+        out[name] = d
+    return out
+
+
+def _warn_missing(chip: Chip) -> None:
+    for m in chip.missing:
+        warnings.warn(f"{m} unavailable for this chip; the model ran without it (see result.provenance)",
+                      MissingModalityWarning, stacklevel=5)
+
+
+# ----------------------------------------------------------------------------------------
+# The pipeline
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pipeline:
+    """The request stages over one chip reader and one runtime source."""
+
+    reader: ChipReader = default_reader
+    """Reads a chip for a grid and date window."""
+    runtimes: RuntimeSource = default_runtime
+    """Gives the runtime for a settings object."""
+
+    def chip(self, grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Deadline) -> Chip:
+        """The chip from the chip cache (memory, then ``cache_dir``) or the reader.
+
+        The reader warns about missing modalities itself; a chip served from a cache is warned
+        about here, so every fetch warns once.
+        """
+        caches = get_caches(settings)
+        if caches is None:
+            return self.reader(grid, start, end, settings, deadline)
+        key = stable_key("chip", grid.cache_key(), window_key(start, end), settings.key("chip"))
+        read = []
+
+        def compute() -> Chip:
+            from .imagery.chip import Chip
+
+            disk = caches.read_disk(key)  # optional on-disk chip cache (settings.cache_dir)
+            if disk is not None:
+                try:
+                    return Chip.from_arrays(*disk)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("ignoring unusable on-disk chip cache entry: %s", exc)
+            read.append(True)
+            chip = self.reader(grid, start, end, settings, deadline)
+            if caches.cache_dir is not None:
+                try:
+                    caches.write_disk(key, *chip.to_arrays())
+                except OSError as exc:
+                    log.warning("could not write the on-disk chip cache in %s: %s", caches.cache_dir, exc)
+            return chip
+
+        chip = caches.chips.get_or_compute(key, compute)
+        if not read:
+            _warn_missing(chip)
+        return chip
+
+    def run_model(self, chip: Chip, runtime: ModelRuntime) -> ModelPass:
+        """One pass of ``runtime`` over the modalities of ``chip`` it takes."""
+        info = runtime.model_info()
+        arrays = {m: a for m, a in chip.arrays.items() if m in info.modalities}
+        masks = {m: chip.masks[m] for m in arrays if m in chip.masks}
+        probs = runtime.predict(arrays, masks).probabilities
+        return ModelPass(chip=chip, probabilities=probs, info=info, rgb=chip.rgb())
+
+    def result(self, request: Request, run: ModelPass, timings: dict[str, float], t_start: float) -> Result:
+        """Summarise ``run`` over ``request``'s grid (a crop of the pass's chip) into a Result."""
+        from .grid import summary_mask
+        from .summary import summarise
+
+        grid, chip, info = request.grid, run.chip, run.info
+        t = time.perf_counter()
+        probs = {k: np.ascontiguousarray(_crop(v, chip.grid, grid)) for k, v in run.probabilities.items()}
+        valid = _crop(chip.masks["S2L2A"], chip.grid, grid)
+        area = summary_mask(grid, request.lat, request.lon, request.radius_m)
+        if info.building_threshold is None:
+            raise CheckpointError("the checkpoint has no `buildings` head with a threshold; fetch needs one")
+        summary = summarise(probs, lulc_classes=info.lulc_classes, building_threshold=info.building_threshold,
+                            area=area, valid=valid)
+        rgb = None if run.rgb is None else np.ascontiguousarray(_crop(run.rgb, chip.grid, grid))
+        timings = dict(timings, summary=time.perf_counter() - t)
+        timings["total"] = time.perf_counter() - t_start
+        now = datetime.now(UTC)
+        notes = [f"{m} unavailable; the model ran without it" for m in chip.missing]
+        imagery = _imagery_provenance(chip, now)
+        s2_dt = parse_iso((imagery.get("S2L2A", {}).get("datetimes") or [None])[0])
+        end = request.end
+        if s2_dt is not None and (end - s2_dt).total_seconds() > request.settings.stale_after_days * 86400.0:
+            msg = (f"the newest usable Sentinel-2 scene ({s2_dt:%Y-%m-%d}) is {(end - s2_dt).days} days older than "
+                   f"the window end ({end:%Y-%m-%d}); land cover may have changed since")
+            notes.append(msg)
+            warnings.warn(msg, StaleSceneWarning, stacklevel=4)
+        prov = Provenance(
+            imagery=imagery,
+            modalities_used=tuple(m for m in info.modalities if m in chip.arrays),
+            modalities_missing=tuple(chip.missing),
+            checkpoint=dict(info.checkpoint),
+            backend=info.backend,
+            device=info.device,
+            precision=info.precision,
+            catalog=chip.provider,
+            date_window=(request.start.isoformat(), end.isoformat()),
+        )
+        return Result(lat=request.lat, lon=request.lon, radius_m=request.radius_m, summary=summary,
+                      class_names=tuple(info.lulc_classes), class_colors=tuple(info.lulc_colors), grid=grid,
+                      provenance=prov, timings=timings, warnings=tuple(notes), probabilities=probs,
+                      summary_area=area, valid=valid, rgb=rgb)
+
+    def request(self, lat: Any, lon: Any, *, when: Any, size_m: float | None, radius_m: float | None,
+                settings: Settings) -> Request:
+        """Validate one point's inputs into a :class:`Request`."""
+        from .grid import chip_grid, validate_location
+
+        la, lo = validate_location(lat, lon, settings)
+        size, radius = check_size(size_m, radius_m, settings)
+        start, end = resolve_when(when, settings)
+        grid = chip_grid(la, lo, size_m=size, settings=settings)
+        return Request(la, lo, radius, grid, start, end, settings)
+
+    def fetch(self, lat: Any, lon: Any, *, when: Any = None, size_m: float | None = None,
+              radius_m: float | None = None, settings: Settings | None = None) -> Result:
+        """:func:`terramind_nyc.fetch` through this pipeline's reader and runtime."""
+        t_start = time.perf_counter()
+        s = Settings.resolve(settings)
+        req = self.request(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=s)
+        timings = {"grid": time.perf_counter() - t_start}
+        t = time.perf_counter()
+        runtime = self.runtimes(s)
+        timings["load_model"] = time.perf_counter() - t
+        caches = get_caches(s)
+        rkey = None
+        if caches is not None:
+            rkey = req.result_key(runtime.model_info())
+            hit = caches.results.peek(rkey)
+            if hit is not None:
+                # the answer of the same snapped grid (and circle): report the point that was asked for
+                return dataclasses.replace(hit, cached=True, lat=req.lat, lon=req.lon,
+                                           timings=dict(hit.timings, total=time.perf_counter() - t_start))
+
+        def compute() -> Result:
+            t = time.perf_counter()
+            chip = self.chip(req.grid, req.start, req.end, s, Deadline(s.deadline_s))
+            timings["imagery"] = time.perf_counter() - t
+            # the reader's own stages (STAC search, SCL scoring of candidates, pixel reads); absent on a cache hit
+            for stage in ("search", "choose", "read"):
+                if stage in chip.timings and timings["imagery"] >= chip.timings[stage]:
+                    timings[f"imagery_{stage}"] = float(chip.timings[stage])
+            t = time.perf_counter()
+            run = self.run_model(chip, runtime)
+            timings["model"] = time.perf_counter() - t
+            return self.result(req, run, timings, t_start)
+
+        if caches is None or rkey is None:
+            return compute()
+        # Single flight: concurrent calls for the same key wait for one computation.
+        return caches.results.get_or_compute(rkey, compute)
+
+
+_DEFAULT = Pipeline()
+_current = _DEFAULT
+_current_lock = threading.Lock()
+
+
+def current_pipeline() -> Pipeline:
+    """The pipeline the public calls run (the default one unless :func:`use_pipeline` is active)."""
+    return _current
+
+
+@contextlib.contextmanager
+def use_pipeline(pipeline: Pipeline) -> Iterator[Pipeline]:
+    """Run the public calls (``fetch``, ``fetch_many``, the CLI, batch) through ``pipeline`` in this block.
+
+    Process-wide (the batch workers are threads), restored on exit; for tests and embedders
+    that bring their own chip reader or runtime.
+    """
+    global _current
+    if not isinstance(pipeline, Pipeline):
+        raise InvalidInputError(f"use_pipeline needs a Pipeline, got {type(pipeline).__name__}")
+    with _current_lock:
+        previous, _current = _current, pipeline
+    try:
+        yield pipeline
+    finally:
+        with _current_lock:
+            _current = previous
