@@ -122,7 +122,8 @@ def fetch_many(
     Results come back in input order; one bad point never fails the batch (its ``error`` is set).
     ``progress`` shows a progress bar (default: when stderr is a terminal).
     """
-    from .grid import chip_grid, validate_location
+    from .grid import chip_grid
+    from .location import validate_location
 
     settings = Settings.resolve(settings)
     pipeline = current_pipeline()

@@ -10,9 +10,8 @@ the same lattice, map onto chip pixels without resampling::
     g.bounds, g.bounds_4326, g.transform
     mask = summary_mask(g, 40.7484, -73.9857, radius_m=500)
 
-:func:`validate_location` is the one gate for user coordinates: non-numbers, NaN, infinities,
-out-of-range values and (unless ``Settings.domain_check`` is off) points outside the NYC domain
-raise :class:`~terramind_nyc.errors.InvalidLocationError`.
+:func:`chip_grid` checks the point first with :func:`terramind_nyc.location.validate_location`,
+the one gate for user coordinates.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import numpy as np
 from affine import Affine
 
 from .errors import InvalidInputError, InvalidLocationError, OutsideDomainError
+from .location import as_coordinate, validate_location
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,61 +40,12 @@ __all__ = [
     "chip_grid",
     "summary_mask",
     "union_grid",
-    "validate_location",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Tolerance, in pixels, for deciding that two grids share a lattice.
 _LATTICE_TOL_PX = 1e-6
-
-
-# ----------------------------------------------------------------------------------------
-# Coordinates
-# ----------------------------------------------------------------------------------------
-def _as_coordinate(value: Any, name: str) -> float:
-    """``value`` as a finite float, or InvalidLocationError naming what is wrong with it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise InvalidLocationError(
-            f"{name} must be a number in decimal degrees, got {type(value).__name__} {value!r}"
-        )
-    v = float(value)
-    if math.isnan(v):
-        raise InvalidLocationError(f"{name} is NaN; pass a finite number in decimal degrees")
-    if math.isinf(v):
-        raise InvalidLocationError(f"{name} is infinite; pass a finite number in decimal degrees")
-    return v
-
-
-def validate_location(lat: Any, lon: Any, settings: Settings | None = None) -> tuple[float, float]:
-    """Check a WGS84 point and return it as ``(lat, lon)`` floats.
-
-    Args:
-        lat: latitude in decimal degrees (-90..90).
-        lon: longitude in decimal degrees (-180..180).
-        settings: the NYC domain (``domain_lat``, ``domain_lon``) and whether to enforce it
-            (``domain_check``; False accepts any valid point on Earth). Default ``Settings()``.
-
-    Raises:
-        InvalidLocationError: a coordinate is not a real number (str, None, bool, ...), is NaN or
-            infinite, lies outside -90..90 / -180..180, or the point lies outside the domain.
-    """
-    s = Settings.resolve(settings)
-    la = _as_coordinate(lat, "latitude")
-    lo = _as_coordinate(lon, "longitude")
-    if not -90.0 <= la <= 90.0:
-        raise InvalidLocationError(f"latitude {la!r} is not in -90..90 degrees; did you swap lat and lon?")
-    if not -180.0 <= lo <= 180.0:
-        raise InvalidLocationError(f"longitude {lo!r} is not in -180..180 degrees")
-    if s.domain_check:
-        (la0, la1), (lo0, lo1) = s.domain_lat, s.domain_lon
-        if not (la0 <= la <= la1 and lo0 <= lo <= lo1):
-            hint = " (lat and lon look swapped)" if (la0 <= lo <= la1 and lo0 <= la <= lo1) else ""
-            raise OutsideDomainError(
-                f"point ({la}, {lo}) lies outside the NYC domain (lat {la0}..{la1}, lon {lo0}..{lo1}){hint}; "
-                "pass a point in New York City, or Settings(domain_check=False) to accept any point"
-            )
-    return la, lo
 
 
 @functools.lru_cache(maxsize=32)
@@ -335,7 +286,7 @@ def chip_grid(lat: Any, lon: Any, *, size_m: float | None = None, settings: Sett
     """The square grid centred on a WGS84 point, snapped to the ``settings.resolution_m`` lattice.
 
     Args:
-        lat, lon: WGS84 degrees (validated with :func:`validate_location`).
+        lat, lon: WGS84 degrees (validated with :func:`~terramind_nyc.location.validate_location`).
         size_m: side of the window in metres (default ``settings.size_m``, 2240 m = 224 px);
             the side in pixels is ``round(size_m / resolution)``, at least 1.
         settings: CRS, resolution and domain (default ``Settings()``).
@@ -398,8 +349,8 @@ def summary_mask(grid: ChipGrid, lat: float, lon: float, radius_m: float | None 
     if radius_m is None:
         return np.ones(grid.shape, dtype=bool)
     r = _positive_number(radius_m, "radius_m")
-    la = _as_coordinate(lat, "latitude")
-    lo = _as_coordinate(lon, "longitude")
+    la = as_coordinate(lat, "latitude")
+    lo = as_coordinate(lon, "longitude")
     x, y = grid.xy(la, lo)
     minx, miny, maxx, maxy = grid.bounds
     if not (minx <= x <= maxx and miny <= y <= maxy):

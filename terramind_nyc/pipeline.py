@@ -322,7 +322,8 @@ class Pipeline:
     def request(self, lat: Any, lon: Any, *, when: Any, size_m: float | None, radius_m: float | None,
                 settings: Settings) -> Request:
         """Validate one point's inputs into a :class:`Request`."""
-        from .grid import chip_grid, validate_location
+        from .grid import chip_grid
+        from .location import validate_location
 
         la, lo = validate_location(lat, lon, settings)
         size, radius = check_size(size_m, radius_m, settings)

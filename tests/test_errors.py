@@ -16,7 +16,8 @@ from terramind_nyc.errors import (
     OutsideDomainError,
     TerramindNYCError,
 )
-from terramind_nyc.grid import chip_grid, validate_location
+from terramind_nyc.grid import chip_grid
+from terramind_nyc.location import validate_location
 
 
 def test_errors_keep_their_fields_through_pickling():

@@ -78,7 +78,7 @@ def test_eight_threads_load_the_model_once_and_match_serial(world, monkeypatch):
     runtime_mod.clear_runtimes()
     serial = [_one(cat, ck, c) for c in _calls(cat)]
     assert threaded == serial * 8
-    assert serial[-1] == "InvalidLocationError"
+    assert serial[-1] == "OutsideDomainError"  # an InvalidLocationError: the point lies outside NYC
 
 
 def test_missing_checkpoint_is_typed_and_riprap_says_so(world, tmp_path):

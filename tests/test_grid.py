@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from terramind_nyc.errors import InvalidInputError, InvalidLocationError
-from terramind_nyc.grid import ChipGrid, chip_grid, summary_mask, union_grid, validate_location
+from terramind_nyc.grid import ChipGrid, chip_grid, summary_mask, union_grid
+from terramind_nyc.location import validate_location
 from terramind_nyc.settings import Settings
 
 ESB = (40.7484, -73.9857)  # Empire State Building

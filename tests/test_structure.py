@@ -21,7 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("terramind_nyc", "training")
 MAX_LINES = 400
 #: Modules allowed above MAX_LINES, and why.
-LONG_MODULES: dict[str, str] = {}
+LONG_MODULES: dict[str, str] = {
+    "terramind_nyc/testing/fixture_catalog.py": "a 40-line docstring documents every generated scenario, "
+    "the test oracle the reader is checked against; the code is one builder",
+}
 
 
 def _modules(package: str) -> dict[str, Path]:

@@ -27,7 +27,8 @@ from terramind_nyc.grid import chip_grid
 from terramind_nyc.settings import Settings
 from training import build as build_mod
 from training import layout
-from training.build import BuildOptions, Sources, build_dataset, chip_id
+from training.build import BuildOptions, Sources, build_dataset
+from training.points import chip_id
 from training.footprints import LocalFootprints, rasterize_footprints
 from training.layout import DatasetIndex
 from training.modelconfig import default_classes_and_bands
@@ -238,7 +239,7 @@ def test_build_dataset_command(env: dict[str, Any], tmp_path: Path, monkeypatch:
 
 
 def test_tiling_a_bbox_gives_adjacent_lattice_chips() -> None:
-    from training.build import tile_centres
+    from training.points import tile_centres
 
     s = Settings()
     centres = tile_centres((-74.02, 40.70, -73.95, 40.75), settings=s)

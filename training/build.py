@@ -19,9 +19,7 @@ the spatial split (seed 42) is assigned and written to the index.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import math
 import warnings
@@ -34,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from terramind_nyc.jsonsafe import json_safe
 from terramind_nyc.errors import (
     CatalogError,
     ChipError,
@@ -45,6 +42,7 @@ from terramind_nyc.errors import (
     TerramindNYCWarning,
 )
 from terramind_nyc.grid import ChipGrid
+from terramind_nyc.jsonsafe import json_safe
 from terramind_nyc.settings import Settings
 
 from .errors import DatasetError
@@ -59,10 +57,11 @@ from .layout import (
     new_index,
     remove_stray_temporaries,
 )
+from .points import chip_id
 from .split import DEFAULT_BLOCK_M, DEFAULT_FRACTIONS, DEFAULT_SEED, assign_splits
 from .worldcover import WORLDCOVER_ASSET, WORLDCOVER_COLLECTION, WorldCoverMissingError, WorldCoverReadError
 
-__all__ = ["BuildOptions", "BuildSummary", "build_dataset", "chip_id", "read_points", "tile_centres"]
+__all__ = ["BuildOptions", "BuildSummary", "build_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -118,62 +117,6 @@ class BuildSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# ----------------------------------------------------------------------------------------
-# chip centres
-# ----------------------------------------------------------------------------------------
-def tile_centres(bbox: Sequence[float], *, settings: Settings, size_px: int = 224) -> list[tuple[float, float]]:
-    """Centres of non-overlapping chips tiling ``bbox`` (minlon, minlat, maxlon, maxlat) on the chip lattice."""
-    from pyproj import Transformer
-
-    if len(bbox) != 4 or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-        raise DatasetError(f"bbox must be minlon,minlat,maxlon,maxlat with min < max, got {list(bbox)}")
-    fwd = Transformer.from_crs("EPSG:4326", settings.crs, always_xy=True)
-    inv = Transformer.from_crs(settings.crs, "EPSG:4326", always_xy=True)
-    x0, y0, x1, y1 = fwd.transform_bounds(bbox[0], bbox[1], bbox[2], bbox[3], densify_pts=21)
-    side = size_px * settings.resolution_m
-    x0 = math.floor(x0 / side) * side
-    y0 = math.floor(y0 / side) * side
-    out = []
-    y = y0
-    while y < y1:
-        x = x0
-        while x < x1:
-            lon, lat = inv.transform(x + side / 2, y + side / 2)
-            if bbox[0] <= lon <= bbox[2] and bbox[1] <= lat <= bbox[3]:
-                out.append((float(lat), float(lon)))
-            x += side
-        y += side
-    return out
-
-
-def read_points(path: str | Path) -> list[tuple[float, float]]:
-    """Chip centres from a CSV with ``lat``/``lon`` columns or a GeoJSON of points."""
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"points file {p} does not exist")
-    if p.suffix.lower() in (".geojson", ".json"):
-        data = json.loads(p.read_text())
-        feats = data["features"] if data.get("type") == "FeatureCollection" else [data]
-        pts = []
-        for f in feats:
-            g = f.get("geometry") or {}
-            if g.get("type") != "Point":
-                raise DatasetError(f"{p}: only Point features are chip centres, got {g.get('type')}")
-            lon, lat = g["coordinates"][:2]
-            pts.append((float(lat), float(lon)))
-        return pts
-    with p.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"lat", "lon"} <= set(rows[0]):
-        raise DatasetError(f"{p}: a CSV of chip centres needs 'lat' and 'lon' columns")
-    return [(float(r["lat"]), float(r["lon"])) for r in rows]
-
-
-def chip_id(grid: ChipGrid) -> str:
-    """Stable id of a chip: its upper-left corner in metres (``e<minx>_n<maxy>``)."""
-    return f"e{round(grid.bounds[0])}_n{round(grid.bounds[3])}"
 
 
 # ----------------------------------------------------------------------------------------

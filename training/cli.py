@@ -126,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     from terramind_nyc.settings import Settings
 
-    from .build import BuildOptions, Sources, build_dataset, read_points, tile_centres
+    from .build import BuildOptions, Sources, build_dataset
+    from .points import read_points, tile_centres
     from .footprints import LocalFootprints, open_footprints
     from .modelconfig import default_classes_and_bands
 

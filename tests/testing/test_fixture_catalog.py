@@ -45,7 +45,7 @@ def test_fixture_items_are_valid_stac(fixture_catalog: Any) -> None:
 
 
 def test_fixture_points_are_in_nyc_and_scenarios_complete(fixture_catalog: Any) -> None:
-    from terramind_nyc.grid import validate_location
+    from terramind_nyc.location import validate_location
 
     cat = fixture_catalog.catalog
     assert set(cat.points) == set(SCENARIOS) == set(cat.expected)
