@@ -49,12 +49,8 @@ def _serve(root: str, latency_s: float, conn: Any, nodelay: bool) -> None:
         # backlog is 5, so a burst of parallel connections loses SYNs and waits 1 s to retry.
         from terramind_nyc.testing.servers import loopback as harness
 
-        mixin = getattr(harness, "_FaultHandlerMixin", None)
-        if mixin is not None:
-            mixin.disable_nagle_algorithm = True
-        server_cls = getattr(harness, "_Server", None)
-        if server_cls is not None:
-            server_cls.request_queue_size = 128
+        harness.FaultHandlerMixin.disable_nagle_algorithm = True
+        harness.LoopbackHTTPServer.request_queue_size = 128
     servers: dict[str, Any] = {}
     with CogServer(root) as cogs:
         servers["cog"] = cogs

@@ -159,7 +159,7 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
     empty folder first, then build into it with its URL). ``seed`` changes the pixel values
     (so chip fractions move a little), never the scenario's choices. ``settings`` gives the grid
     CRS/resolution and the chip-choice limits the expected facts are checked against (default
-    ``Settings()``). ``scenarios`` builds only those (default all of :data:`SCENARIOS`); a
+    ``Settings.resolve(None)``, as everywhere). ``scenarios`` builds only those (default all of :data:`SCENARIOS`); a
     scenario's pixels do not depend on which others are built. ``margin_m`` is how far the
     data extend around each scenario's default chip (larger for benchmarks that scatter points
     around it; the scenarios' facts are only guaranteed at the default).
@@ -172,7 +172,7 @@ def build_fixture_catalog(root: str | os.PathLike[str], base_url: str, *, seed: 
     "nodata" or None), ``s2_candidates`` (every S2 item id of the scenario, newest first) and
     ``prefiltered_ids`` (those above the ``eo:cloud_cover`` prefilter).
     """
-    s = settings if settings is not None else Settings()
+    s = Settings.resolve(settings)
     if s.resolution_m != 10.0:
         raise ValueError("the fixture catalog is built on the 10 m lattice; use Settings(resolution_m=10)")
     root = Path(root)

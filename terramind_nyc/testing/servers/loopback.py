@@ -27,6 +27,7 @@ __all__ = [
     "FaultHandlerMixin",
     "HarnessError",
     "HarnessUnavailable",
+    "LoopbackHTTPServer",
     "LoopbackServer",
     "RequestRecord",
     "free_port",
@@ -72,7 +73,9 @@ class RequestRecord:
     """``time.monotonic()`` when the request arrived."""
 
 
-class _Server(ThreadingHTTPServer):
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """The threaded HTTP server under every loopback harness server (one per :class:`LoopbackServer`)."""
+
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -100,7 +103,7 @@ class LoopbackServer:
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._server: _Server | None = None
+        self._server: LoopbackHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # subclasses provide the handler class
@@ -111,7 +114,7 @@ class LoopbackServer:
         if self._server is not None:
             return self
         self._stop.clear()
-        self._server = _Server(self._handler(), self)
+        self._server = LoopbackHTTPServer(self._handler(), self)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"{type(self).__name__}-{self.port}", daemon=True)
         self._thread.start()
@@ -172,7 +175,7 @@ class FaultHandlerMixin(BaseHTTPRequestHandler):
 
     disable_nagle_algorithm = True  # small header+range replies: no 40 ms delayed-ACK stalls
 
-    server: _Server
+    server: LoopbackHTTPServer
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections close after this many seconds
     _decision: FaultDecision
