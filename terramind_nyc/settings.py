@@ -14,6 +14,7 @@ The table in ``docs/settings.md`` is generated from the field metadata here
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -185,9 +186,14 @@ class Settings:
         Hashable; two settings give the same key exactly when every field that matters to the
         scope is equal.
         """
-        if scope not in KEY_SCOPES:
-            raise SettingsError(f"unknown settings key scope {scope!r}; use one of {KEY_SCOPES}")
-        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if scope in f.metadata["scopes"])
+        keys = self.__dict__.get("_keys")  # settings are frozen: each key is built once per instance
+        if keys is None:
+            keys = {sc: tuple((n, getattr(self, n)) for n in names) for sc, names in _scope_fields().items()}
+            object.__setattr__(self, "_keys", keys)
+        try:
+            return keys[scope]
+        except KeyError:
+            raise SettingsError(f"unknown settings key scope {scope!r}; use one of {KEY_SCOPES}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of all settings."""
@@ -195,6 +201,13 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------------------
+@functools.cache
+def _scope_fields() -> dict[str, tuple[str, ...]]:
+    """Scope -> names of the fields that declare it, in declaration order."""
+    fields = dataclasses.fields(Settings)
+    return {sc: tuple(f.name for f in fields if sc in f.metadata["scopes"]) for sc in KEY_SCOPES}
+
+
 def _parse(name: str, hint: Any, raw: str, key: str) -> Any:
     """Parse one environment variable according to the field's type hint."""
     raw = raw.strip()
