@@ -14,6 +14,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import (
     BackendError,
     CatalogError,
@@ -24,9 +25,9 @@ from .errors import (
     DeadlineExceededError,
     InvalidInputError,
     InvalidLocationError,
-    OutsideDomainError,
     MissingModalityWarning,
     NoSceneError,
+    OutsideDomainError,
     PrecisionFallbackWarning,
     ProviderFallbackWarning,
     SettingsError,
@@ -36,8 +37,6 @@ from .errors import (
 )
 from .settings import Settings
 
-from ._version import __version__
-
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: Public names that live in modules loaded on first use.
@@ -45,7 +44,7 @@ _LAZY = {
     "fetch": "terramind_nyc.api",
     "fetch_many": "terramind_nyc.api",
     "fetch_riprap": "terramind_nyc.api",
-    "Result": "terramind_nyc.api",
+    "Result": "terramind_nyc.result",
 }
 
 __all__ = [

@@ -116,8 +116,6 @@ def resolve_when(when: Any, settings: Settings | None = None, now: datetime | No
     return start, end
 
 
-
-
 def parse_iso(value: Any) -> datetime | None:
     """An aware UTC datetime from an ISO 8601 string (``Z`` or an offset; naive is UTC).
 

@@ -289,7 +289,7 @@ def chip_grid(lat: Any, lon: Any, *, size_m: float | None = None, settings: Sett
         lat, lon: WGS84 degrees (validated with :func:`~terramind_nyc.location.validate_location`).
         size_m: side of the window in metres (default ``settings.size_m``, 2240 m = 224 px);
             the side in pixels is ``round(size_m / resolution)``, at least 1.
-        settings: CRS, resolution and domain (default ``Settings()``).
+        settings: CRS, resolution and domain (default ``Settings.resolve(None)``).
 
     The origin is the lattice point nearest to ``point - side / 2``, so the point lies within
     half a pixel of the grid's centre. Raises InvalidLocationError for a bad point (or one

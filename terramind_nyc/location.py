@@ -42,11 +42,13 @@ def validate_location(lat: Any, lon: Any, settings: Settings | None = None) -> t
         lat: latitude in decimal degrees (-90..90).
         lon: longitude in decimal degrees (-180..180).
         settings: the NYC domain (``domain_lat``, ``domain_lon``) and whether to enforce it
-            (``domain_check``; False accepts any valid point on Earth). Default ``Settings()``.
+            (``domain_check``; False accepts any valid point on Earth). Default ``Settings.resolve(None)``
+            (the environment's settings).
 
     Raises:
         InvalidLocationError: a coordinate is not a real number (str, None, bool, ...), is NaN or
-            infinite, lies outside -90..90 / -180..180, or the point lies outside the domain.
+            infinite, or lies outside -90..90 / -180..180.
+        OutsideDomainError: a valid point outside the domain (an InvalidLocationError too).
     """
     s = Settings.resolve(settings)
     la = as_coordinate(lat, "latitude")

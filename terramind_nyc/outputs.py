@@ -30,9 +30,9 @@ def _check_shape(grid: ChipGrid, name: str, array: np.ndarray) -> None:
         raise InvalidInputError(f"layer {name!r} has shape {array.shape}; the grid is {grid.shape}")
 
 
-def write_geotiff(path: Path, grid: ChipGrid, layers: Mapping[str, np.ndarray], *,
+def write_geotiff(path: Path, grid: ChipGrid, layers: Sequence[tuple[str, np.ndarray]], *,
                   valid: np.ndarray | None = None, tags: Mapping[str, str] | None = None) -> Path:
-    """Float32 GeoTIFF of ``layers`` (name -> (H, W) on ``grid``), one described band each.
+    """Float32 GeoTIFF of ``layers`` (``(name, (H, W) array)`` pairs on ``grid``), one described band each.
 
     Tiled (256 px) and deflate-compressed, NaN where ``valid`` is False; windows of 512 px and
     more get overviews. ``tags`` are written as dataset tags.
@@ -41,12 +41,12 @@ def write_geotiff(path: Path, grid: ChipGrid, layers: Mapping[str, np.ndarray], 
 
     if not layers:
         raise InvalidInputError("write_geotiff needs at least one layer")
-    for name, a in layers.items():
+    for name, a in layers:
         _check_shape(grid, name, np.asarray(a))
     ok = np.ones(grid.shape, bool) if valid is None else np.asarray(valid, bool)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.stack([np.where(ok, a, np.nan).astype(np.float32) for a in layers.values()])
+    data = np.stack([np.where(ok, a, np.nan).astype(np.float32) for _, a in layers])
     profile: dict[str, Any] = dict(
         driver="GTiff", width=grid.width, height=grid.height, count=data.shape[0], dtype="float32",
         crs=grid.crs, transform=grid.transform, nodata=float("nan"), compress="deflate", predictor=3,
@@ -55,7 +55,7 @@ def write_geotiff(path: Path, grid: ChipGrid, layers: Mapping[str, np.ndarray], 
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
-        for i, name in enumerate(layers, start=1):
+        for i, (name, _) in enumerate(layers, start=1):
             dst.set_band_description(i, name)
         if tags:
             dst.update_tags(**dict(tags))

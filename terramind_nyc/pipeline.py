@@ -296,13 +296,7 @@ class Pipeline:
         now = datetime.now(UTC)
         notes = [f"{m} unavailable; the model ran without it" for m in chip.missing]
         imagery = _imagery_provenance(chip, now)
-        s2_dt = parse_iso((imagery.get("S2L2A", {}).get("datetimes") or [None])[0])
         end = request.end
-        if s2_dt is not None and (end - s2_dt).total_seconds() > request.settings.stale_after_days * 86400.0:
-            msg = (f"the newest usable Sentinel-2 scene ({s2_dt:%Y-%m-%d}) is {(end - s2_dt).days} days older than "
-                   f"the window end ({end:%Y-%m-%d}); land cover may have changed since")
-            notes.append(msg)
-            warnings.warn(msg, StaleSceneWarning, stacklevel=4)
         prov = Provenance(
             imagery=imagery,
             modalities_used=tuple(m for m in info.modalities if m in chip.arrays),
@@ -314,6 +308,12 @@ class Pipeline:
             catalog=chip.provider,
             date_window=(request.start.isoformat(), end.isoformat()),
         )
+        s2_dt = parse_iso(prov.s2_acquired)
+        if s2_dt is not None and (end - s2_dt).total_seconds() > request.settings.stale_after_days * 86400.0:
+            msg = (f"the newest usable Sentinel-2 scene ({s2_dt:%Y-%m-%d}) is {(end - s2_dt).days} days older than "
+                   f"the window end ({end:%Y-%m-%d}); land cover may have changed since")
+            notes.append(msg)
+            warnings.warn(msg, StaleSceneWarning, stacklevel=4)
         return Result(lat=request.lat, lon=request.lon, radius_m=request.radius_m, summary=summary,
                       class_names=tuple(info.lulc_classes), class_colors=tuple(info.lulc_colors), grid=grid,
                       provenance=prov, timings=timings, warnings=tuple(notes), probabilities=probs,

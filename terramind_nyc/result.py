@@ -224,7 +224,7 @@ class Result:
             "class_labels": list(self.class_names),
             "bounds_4326": [float(v) for v in self.grid.bounds_4326],
             "imagery": {
-                "s2_acquired_iso": _first(s2.get("datetimes")),
+                "s2_acquired_iso": self.provenance.s2_acquired,
                 "s2_age_days": s2.get("age_days"),
                 "s2_cloud_pct": _pct(s2["cloud_fraction"]) if s2.get("cloud_fraction") is not None else None,
                 "s1_acquired_iso": _first(s1.get("datetimes")),
@@ -257,10 +257,9 @@ class Result:
         from .outputs import write_geotiff
 
         lulc, valid = self._rasters()
-        layers: dict[str, np.ndarray] = {"lulc_class": lulc.astype(np.float32),
-                                         "building": self.building_mask.astype(np.float32)}
-        layers.update({f"p_{name}": self.probabilities["lulc"][i] for i, name in enumerate(self.class_names)})
-        layers["p_building"] = self.building_probability
+        layers = [("lulc_class", lulc.astype(np.float32)), ("building", self.building_mask.astype(np.float32))]
+        layers += [(f"p_{name}", self.probabilities["lulc"][i]) for i, name in enumerate(self.class_names)]
+        layers.append(("p_building", self.building_probability))
         ck = self.provenance.checkpoint
         tags = {"checkpoint": str(ck.get("id")), "checkpoint_sha256": str(ck.get("sha256")),
                 "s2_items": ",".join(self.provenance.imagery.get("S2L2A", {}).get("item_ids", []) or []),

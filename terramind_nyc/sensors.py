@@ -21,6 +21,7 @@ __all__ = [
     "S2_FIRST_DATE",
     "S2_OFFSET_DN",
     "S2_OFFSET_FROM",
+    "S2_RESOLUTION",
     "SCL_CLOUD",
     "SCL_NODATA",
     "UNITS",
@@ -35,6 +36,11 @@ S2_BANDS: tuple[str, ...] = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B
 S1_BANDS: tuple[str, ...] = ("vv", "vh")
 #: Copernicus DEM asset.
 DEM_BANDS: tuple[str, ...] = ("data",)
+#: Native pixel size (m) of each Sentinel-2 L2A asset.
+S2_RESOLUTION: dict[str, int] = {
+    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
+    "B8A": 20, "B09": 60, "B11": 20, "B12": 20, "SCL": 20,
+}
 #: Modalities a chip can hold, in the model's order.
 MODALITIES: tuple[str, ...] = ("S2L2A", "S1RTC", "DEM")
 #: Bands of each modality, in order.

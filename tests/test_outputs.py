@@ -21,7 +21,7 @@ def test_geotiff_bands_descriptions_nan_and_tags(tmp_path, grid):
     a = np.arange(grid.height * grid.width, dtype=np.float32).reshape(grid.shape)
     valid = np.ones(grid.shape, bool)
     valid[0, :3] = False
-    path = write_geotiff(tmp_path / "sub" / "x.tif", grid, {"first": a, "second": a * 2}, valid=valid,
+    path = write_geotiff(tmp_path / "sub" / "x.tif", grid, [("first", a), ("second", a * 2)], valid=valid,
                          tags={"checkpoint": "ck"})
     with rasterio.open(path) as src:
         assert src.count == 2 and src.descriptions == ("first", "second")
@@ -34,9 +34,9 @@ def test_geotiff_bands_descriptions_nan_and_tags(tmp_path, grid):
 
 def test_geotiff_refuses_wrong_shapes_and_no_layers(tmp_path, grid):
     with pytest.raises(InvalidInputError, match="shape"):
-        write_geotiff(tmp_path / "x.tif", grid, {"a": np.zeros((3, 3), np.float32)})
+        write_geotiff(tmp_path / "x.tif", grid, [("a", np.zeros((3, 3), np.float32))])
     with pytest.raises(InvalidInputError, match="at least one layer"):
-        write_geotiff(tmp_path / "x.tif", grid, {})
+        write_geotiff(tmp_path / "x.tif", grid, [])
 
 
 def test_polygons_of_a_square_mask(grid):

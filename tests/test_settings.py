@@ -120,6 +120,24 @@ def test_key_changes_exactly_with_the_fields_of_its_scope(scope):
         assert changed == (scope in field.metadata["scopes"]), (scope, name)
 
 
+def test_key_scopes_hold_exactly_the_fields_of_0_1_0():
+    """The hand-written key lists of 0.1.0, pinned: a field leaving a scope serves stale answers."""
+    s = Settings()
+    assert [k for k, _ in s.key("chip")] == [
+        "catalog_provider", "catalog_url", "catalog_path", "s2_collection", "s1_collection", "dem_collection",
+        "scene_prefilter_cloud_pct", "max_cloud", "max_nodata", "min_valid_fraction", "scene_candidates",
+        "s1_window_days", "resolution_m", "crs"]
+    assert sorted(k for k, _ in s.key("model")) == sorted(
+        ["checkpoint", "checkpoint_revision", "backend", "device", "precision", "threads", "onnx_providers"])
+    assert sorted(k for k, _ in s.key("runtime")) == sorted(
+        [k for k, _ in s.key("model")] + ["tile_overlap_px", "tile_batch"])
+    assert sorted(k for k, _ in s.key("caches")) == sorted(
+        ["stac_cache_ttl_s", "chip_cache_bytes", "result_cache_ttl_s", "result_cache_size", "cache_dir"])
+    assert sorted(k for k, _ in s.key("catalog")) == sorted(
+        ["catalog_provider", "catalog_url", "catalog_path", "signer", "http_timeout_s", "http_retries",
+         "http_backoff_s", "cache_enabled", "stac_cache_ttl_s"])
+
+
 def test_key_scopes_hold_what_they_promise():
     s = Settings()
     chip = dict(s.key("chip"))

@@ -38,8 +38,6 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
-from terramind_nyc.jsonsafe import json_safe
-
 from .errors import DatasetError, DatasetFileError
 
 __all__ = [
@@ -259,13 +257,27 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=json_safe)
+            json.dump(data, fh, indent=1, default=_json_default)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def write_raster(path: str | os.PathLike[str], array: np.ndarray, *, crs: str, transform: Sequence[float],

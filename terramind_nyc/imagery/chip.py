@@ -103,8 +103,8 @@ class Chip:
 
     @property
     def provider(self) -> str:
-        """Label of the catalog the S2 imagery came from."""
-        p = self.provenance.get("S2L2A")
+        """Label of the catalog the imagery came from (S2's; else the first modality's; else "")."""
+        p = self.provenance.get("S2L2A") or next(iter(self.provenance.values()), None)
         return p.catalog if p is not None else ""
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

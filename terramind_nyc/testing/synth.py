@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import sensors
-from ..sensors import S1_NODATA, S2_BANDS, S2_OFFSET_DN, SCL_CLOUD, SCL_NODATA
+from ..sensors import S1_NODATA, S2_BANDS, S2_OFFSET_DN, S2_RESOLUTION, SCL_CLOUD, SCL_NODATA
 from .scenarios import Region, S2Spec
 
 __all__ = [
@@ -30,11 +30,6 @@ __all__ = [
     "upsample",
 ]
 
-#: Native pixel size (m) of each S2 asset.
-S2_RESOLUTION: dict[str, int] = {
-    "B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
-    "B8A": 20, "B09": 60, "B11": 20, "B12": 20, "SCL": 20,
-}
 #: DN added to every valid S2 L2A pixel from processing baseline 04.00 on.
 S2_OFFSET = S2_OFFSET_DN
 

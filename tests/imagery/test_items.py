@@ -5,7 +5,7 @@ from __future__ import annotations
 from terramind_nyc.imagery.items import item_crs
 
 
-def test_proj_epsg_and_proj_code_are_bothread_scenario() -> None:
+def test_proj_epsg_and_proj_code_are_both_read() -> None:
     a = {"properties": {"proj:epsg": 32618}, "assets": {"B04": {}}}
     b = {"properties": {"proj:code": "EPSG:32618"}, "assets": {"B04": {}}}
     c = {"properties": {"proj:epsg": 32618}, "assets": {"B04": {"proj:code": "EPSG:32619"}}}
