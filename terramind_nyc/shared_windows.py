@@ -21,13 +21,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import Pipeline
     from .settings import Settings
 
-__all__ = ["DEFAULT_TILE_PX", "MAX_WINDOW_M", "group_windows", "run_shared_window"]
+__all__ = ["MAX_WINDOW_M", "group_windows", "run_shared_window"]
 
 #: Default largest shared window of fetch_many (four default windows a side; 896 px at 10 m:
 #: about 50 MB of inputs, 25 tiles). Larger ``size_m`` allows twice ``size_m``.
 MAX_WINDOW_M = 8960.0
-#: Tile side used to cost windows before any checkpoint is loaded (TerraMind's 224 px).
-DEFAULT_TILE_PX = 224
 
 
 def group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int,
@@ -42,9 +40,10 @@ def group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int,
     """
     if len(grids) < 2:
         return [[g] for g in grids]
+    from .model.config import DEFAULT_TILE_SIZE
     from .model.tiling import tile_count, tile_geometry
 
-    geometry = tile_geometry(DEFAULT_TILE_PX, tile_overlap_px)
+    geometry = tile_geometry(DEFAULT_TILE_SIZE, tile_overlap_px)  # no checkpoint is loaded yet
 
     def cost(height: int, width: int) -> int:
         return 1 + tile_count(height, width, **geometry)

@@ -22,8 +22,8 @@ from ..sensors import DEM_BANDS, S1_BANDS, S2_BANDS, S2OffsetRule
 from . import _schema as schema
 from .onnx_record import OnnxExport, check_onnx_record
 
-__all__ = ["DEFAULT_HEADS", "DEFAULT_MODALITIES", "ENCODERS", "KNOWN_MODALITIES", "SCHEMA_VERSION", "TEMPORAL_POOLINGS",
-           "HeadSpec", "ModalitySpec", "ModelConfig", "S2OffsetRule"]
+__all__ = ["DEFAULT_HEADS", "DEFAULT_MODALITIES", "DEFAULT_TILE_SIZE", "ENCODERS", "KNOWN_MODALITIES", "SCHEMA_VERSION",
+           "TEMPORAL_POOLINGS", "HeadSpec", "ModalitySpec", "ModelConfig", "S2OffsetRule"]
 
 #: Version of the config.json schema this library reads and writes.
 SCHEMA_VERSION = 1
@@ -37,6 +37,7 @@ ENCODERS: Mapping[str, tuple[int, int]] = {
 #: Raw (untokenised) modalities TerraMind v1 takes as input.
 KNOWN_MODALITIES = ("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM")
 TEMPORAL_POOLINGS = ("mean", "max", "concat")
+DEFAULT_TILE_SIZE = 224  #: Side in pixels of one model tile (TerraMind v1 takes 224 x 224).
 
 _HEAD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -153,7 +154,7 @@ class ModelConfig:
     """T: time steps per input (1 = single date; >1 runs the encoder through terratorch's TemporalWrapper)."""
     temporal_pooling: str = "mean"
     """How encoder features of the T time steps are pooled: ``mean``, ``max`` or ``concat``."""
-    tile_size: int = 224
+    tile_size: int = DEFAULT_TILE_SIZE
     """Side in pixels of the square tiles the model sees (multiple of 32)."""
     decoder_channels: tuple[int, ...] = (512, 256, 128, 64)
     """UNet decoder channels per head (four stages)."""

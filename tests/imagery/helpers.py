@@ -6,13 +6,13 @@ import time
 import uuid
 import warnings
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pystac
 import pytest
 import rasterio
+from testing.helpers import local_path
 
 from terramind_nyc.dates import resolve_when
 from terramind_nyc.deadline import Deadline
@@ -79,15 +79,9 @@ def read_scenario(fx: Any, scenario: str, settings: Settings, *, when: Any = Non
                      settings=settings, deadline=deadline, catalog=catalog or fresh(settings))
 
 
-def local_file(fx: Any, href: str) -> Path:
-    """The fixture file an asset href (served by the COG server) points to."""
-    cat = fx.catalog
-    return cat.root / href.split("?")[0][len(cat.base_url) + 1:]
-
-
 def source_on_grid(fx: Any, item_id: str, asset: str, grid: ChipGrid) -> np.ndarray:
     """The asset's pixels under a 10 m-aligned grid, read straight from the file (no resampling)."""
-    path = local_file(fx, fx.catalog.item(item_id)["assets"][asset]["href"])
+    path = local_path(fx.catalog, fx.catalog.item(item_id)["assets"][asset]["href"])
     with rasterio.open(path) as ds:
         k = round(grid.resolution / ds.res[0]) if ds.res[0] < grid.resolution else 1
         assert k == 1

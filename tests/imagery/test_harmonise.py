@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from imagery.helpers import local_file, quiet, read_scenario, source_on_grid
+from imagery.helpers import quiet, read_scenario, source_on_grid
+from testing.helpers import local_path
 
 from terramind_nyc.imagery.harmonise import s2_offset
 from terramind_nyc.sensors import S1_BANDS, S2_BANDS
@@ -27,7 +28,7 @@ def test_s2_values_equal_the_source_minus_the_offset(fixture_catalog: Any, local
             src = source_on_grid(fx, iid, b, g).astype(np.float32)
             np.testing.assert_array_equal(chip.arrays["S2L2A"][i], np.maximum(src - 1000, 0), err_msg=b)
         else:
-            path = local_file(fx, fx.catalog.item(iid)["assets"][b]["href"])
+            path = local_path(fx.catalog, fx.catalog.item(iid)["assets"][b]["href"])
             with rasterio.open(path) as ds:
                 a = ds.read(1).astype(np.float32) - 1000
             arr = chip.arrays["S2L2A"][i]
