@@ -23,6 +23,7 @@ from .errors import (
     ChipError,
     ChipNodataError,
     DeadlineExceededError,
+    InternalError,
     InvalidInputError,
     InvalidLocationError,
     MissingModalityWarning,
@@ -67,6 +68,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointNotFoundError",
     "BackendError",
+    "InternalError",
     "TerramindNYCWarning",
     "MissingModalityWarning",
     "StaleSceneWarning",
@@ -75,7 +77,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import Result, fetch, fetch_many, fetch_riprap  # noqa: F401
+    from .api import Result, fetch, fetch_many, fetch_riprap
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ Thin: each call validates its arguments and runs the stages of
 from __future__ import annotations
 
 import logging
+import numbers
 import sys
 import time
 import warnings
@@ -17,13 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    InternalError,
     InvalidInputError,
     InvalidLocationError,
     MissingModalityWarning,
     OutsideDomainError,
     TerramindNYCError,
 )
-from .pipeline import check_size, current_pipeline
+from .pipeline import current_pipeline
+from .request import check_size
 from .result import BatchItem, Provenance, Result
 from .settings import Settings
 from .shared_windows import MAX_WINDOW_M, group_windows, run_shared_window
@@ -98,8 +101,26 @@ def _as_point(p: Any) -> tuple[Any, Any]:
 def _float_or_nan(v: Any) -> float:
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return float("nan")
+
+
+def _given_point(p: Any) -> tuple[float, float]:
+    """The coordinates of a bad point as far as they can be read (NaN where not)."""
+    try:
+        la, lo = _as_point(p)
+    except Exception:
+        return float("nan"), float("nan")
+    return _float_or_nan(la), _float_or_nan(lo)
+
+
+def _unexpected(exc: Exception, where: str) -> InternalError:
+    """An unexpected exception of one point, logged and wrapped so the rest of the batch goes on."""
+    log.error("unexpected %s in %s (a bug: please report it)", type(exc).__name__, where, exc_info=exc)
+    err = InternalError(f"unexpected {type(exc).__name__} in {where}: {exc} (a bug in terramind_nyc or a "
+                        "dependency: please report it; the other points are unaffected)")
+    err.__cause__ = exc
+    return err
 
 
 def fetch_many(
@@ -122,11 +143,22 @@ def fetch_many(
     Results come back in input order; one bad point never fails the batch (its ``error`` is set).
     ``progress`` shows a progress bar (default: when stderr is a terminal).
     """
-    from .grid import chip_grid
+    from .grid import as_metres, chip_grid
     from .location import validate_location
 
     settings = Settings.resolve(settings)
+    if workers is None:
+        n_workers = min(4, settings.io_threads)
+    elif isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise InvalidInputError(f"workers must be a positive integer or None (the default), got {workers!r}")
+    else:
+        n_workers = int(workers)
+    if max_window_m is not None:
+        max_window_m = as_metres(max_window_m, "max_window_m")
     pipeline = current_pipeline()
+    if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Iterable):
+        raise InvalidInputError(f"points must be a sequence of (lat, lon) pairs or {{'lat', 'lon'}} mappings, "
+                                f"got {type(points).__name__}")
     pts = list(points)
     items: list[BatchItem | None] = [None] * len(pts)
     size, radius = check_size(size_m, radius_m, settings)
@@ -137,8 +169,9 @@ def fetch_many(
             lat, lon = validate_location(lat, lon, settings)
             valid_points.append((i, lat, lon, chip_grid(lat, lon, size_m=size, settings=settings)))
         except TerramindNYCError as exc:
-            la, lo = (_as_point(p) if isinstance(p, (Mapping, tuple, list)) and len(p) == 2 else (None, None))
-            items[i] = BatchItem(i, _float_or_nan(la), _float_or_nan(lo), None, exc)
+            items[i] = BatchItem(i, *_given_point(p), None, exc)
+        except Exception as exc:
+            items[i] = BatchItem(i, *_given_point(p), None, _unexpected(exc, f"validating point {i}"))
     max_px = int(round((max_window_m or max(2 * size, MAX_WINDOW_M)) / settings.resolution_m))
     groups = group_windows([(i, g) for i, _, _, g in valid_points], max_px, settings.tile_overlap_px)
     coords = {i: (lat, lon) for i, lat, lon, _ in valid_points}
@@ -152,11 +185,14 @@ def fetch_many(
                                                               radius_m=radius, settings=settings))]
             except TerramindNYCError as exc:
                 return [BatchItem(i, lat, lon, None, exc)]
-        return run_shared_window(pipeline, members, coords, when, radius, settings)
+            except Exception as exc:
+                return [BatchItem(i, lat, lon, None, _unexpected(exc, f"fetching point {i}"))]
+        try:
+            return run_shared_window(pipeline, members, coords, when, radius, settings)
+        except Exception as exc:
+            err = _unexpected(exc, f"the shared window of points {[i for i, _ in members]}")
+            return [BatchItem(i, *coords[i], None, err) for i, _ in members]
 
-    n_workers = workers or min(4, settings.io_threads)
-    if n_workers < 1:
-        raise InvalidInputError(f"workers must be >= 1, got {workers}")
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:

@@ -1,8 +1,8 @@
 """Resumable batch runs over a points file: ``terramind-nyc batch IN OUT``.
 
-Input: a CSV with ``lat`` and ``lon`` columns (an ``id`` column, when present, is carried
-through; a file without a header is read as ``lat,lon`` per line) or a GeoJSON
-FeatureCollection of Point features (``properties.id`` carried through).
+Input: a CSV with ``lat`` and ``lon`` columns or a GeoJSON FeatureCollection of Point
+features, read whole by :func:`~terramind_nyc.points.read_points` (a defective file is one
+InvalidInputError before anything runs).
 
 Output, by extension: ``.jsonl`` (one JSON object per point: ``index``, ``id``, ``lat``,
 ``lon``, ``ok``, then ``result`` (or the Riprap dict with ``riprap=True``) or ``error``) or
@@ -11,13 +11,19 @@ Output, by extension: ``.jsonl`` (one JSON object per point: ``index``, ``id``, 
 flushed, so an interrupted run loses at most one chunk. Rerunning with the same IN and OUT
 skips every point already in OUT (``retry_failed=True`` reruns those that failed). Lines in
 OUT follow processing order; ``index`` is the point's position in IN.
+
+Resuming never loses a complete row: a last line torn by a kill (mid-row, or mid-header when
+nothing else was written) is cut off the file and its point runs again. An OUT this module did
+not write (other columns, lines that are not its rows) or one damaged before its last line is
+refused with an InvalidInputError and left untouched. ``retry_failed`` rewrites OUT through
+:mod:`terramind_nyc.atomic` (whole or not at all).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -25,27 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_path, destination
 from .errors import InvalidInputError
+from .points import BatchPoint, read_points
 from .settings import Settings
 
 __all__ = ["BatchPoint", "BatchSummary", "read_points", "run_batch"]
 
-_LAT_NAMES = ("lat", "latitude", "y")
-_LON_NAMES = ("lon", "lng", "long", "longitude", "x")
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class BatchPoint:
-    """One input point."""
-
-    index: int
-    """Position in the input (0-based, data rows only)."""
-    id: str | None
-    """The input's ``id`` value, when it has one."""
-    lat: Any
-    """Latitude as read (a float, or the raw text when it is not a number)."""
-    lon: Any
-    """Longitude as read."""
+#: The columns every batch CSV starts with (the figures follow).
+_CSV_BASE = ("index", "id", "lat", "lon", "ok", "error")
+#: Longest error text a CSV row carries (csv readers refuse fields over 131072 characters).
+_MAX_ERROR = 20_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,7 @@ class BatchSummary:
 
 
 def _num(v: Any) -> Any:
+    """A number as float, other text as it is (for comparing the coordinates an output holds)."""
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
     if isinstance(v, str):
@@ -75,63 +74,14 @@ def _num(v: Any) -> Any:
     return v
 
 
-def read_points(path: str | os.PathLike[str]) -> list[BatchPoint]:
-    """Read points from a CSV or GeoJSON file (see the module docstring). Raises InvalidInputError."""
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInputError(f"points file {p.name!r} does not exist")
-    text = p.read_text(encoding="utf-8-sig")
-    if p.suffix.lower() in (".geojson", ".json") or text.lstrip().startswith("{"):
-        return _read_geojson(text, p.name)
-    return _read_csv(text, p.name)
-
-
-def _read_geojson(text: str, name: str) -> list[BatchPoint]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{name} is not valid JSON ({exc})") from None
-    feats = doc.get("features") if isinstance(doc, dict) and doc.get("type") == "FeatureCollection" else None
-    if not isinstance(feats, list):
-        raise InvalidInputError(f"{name} must be a GeoJSON FeatureCollection of Point features")
-    out = []
-    for i, f in enumerate(feats):
-        geom = (f or {}).get("geometry") or {}
-        props = (f or {}).get("properties") or {}
-        coords = geom.get("coordinates") if geom.get("type") == "Point" else None
-        lon, lat = (coords[0], coords[1]) if isinstance(coords, list) and len(coords) >= 2 else (None, None)
-        fid = props.get("id", (f or {}).get("id"))
-        out.append(BatchPoint(i, None if fid is None else str(fid), _num(lat), _num(lon)))
-    return out
-
-
-def _read_csv(text: str, name: str) -> list[BatchPoint]:
-    rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
-    if not rows:
-        return []
-    head = [c.strip().lower() for c in rows[0]]
-    lat_i = next((head.index(n) for n in _LAT_NAMES if n in head), None)
-    lon_i = next((head.index(n) for n in _LON_NAMES if n in head), None)
-    id_i = head.index("id") if "id" in head else None
-    if lat_i is None or lon_i is None:
-        if any(isinstance(_num(c), str) for c in rows[0][:2]):
-            raise InvalidInputError(f"{name}: the header needs 'lat' and 'lon' columns, got {rows[0]!r}")
-        lat_i, lon_i, data = 0, 1, rows  # no header: lat,lon per line
-    else:
-        data = rows[1:]
-    out = []
-    for i, r in enumerate(data):
-        lat = r[lat_i] if lat_i < len(r) else None
-        lon = r[lon_i] if lon_i < len(r) else None
-        pid = r[id_i] if id_i is not None and id_i < len(r) else None
-        out.append(BatchPoint(i, pid, _num(lat), _num(lon)))
-    return out
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, abs_tol=1e-9)
     return str(a) == str(b)
+
+
+def _is_index(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 class _Writer:
@@ -148,54 +98,113 @@ class _Writer:
 
     # -- reading what an earlier run left ------------------------------------------------
     def load(self) -> list[dict[str, Any]]:
-        """Rows already in OUT; a torn last line (interrupted write) is dropped from the file."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        """Rows already in OUT. A torn last line (an interrupted write) is cut off the file: that
+        point runs again; every complete row is kept. A file this writer did not write, or one
+        damaged before its end, is refused (InvalidInputError) and left as it is."""
+        if not self.path.exists():
             return []
-        raw = self.path.read_text(encoding="utf-8")
-        if self.csv:
-            reader = csv.DictReader(io.StringIO(raw))
-            self.columns = list(reader.fieldnames or [])
-            rows: list[dict[str, Any]] = []
-            good = raw.splitlines(keepends=True)
-            if good and not good[-1].endswith("\n"):
-                raw = "".join(good[:-1])
-                self.path.write_text(raw, encoding="utf-8")
-                reader = csv.DictReader(io.StringIO(raw))
-            for r in reader:
-                rows.append({"index": int(r["index"]), "lat": _num(r["lat"]), "lon": _num(r["lon"]),
-                             "ok": r["ok"] == "true", "_row": r})
-            return rows
-        rows, kept = [], []
-        for line in raw.splitlines(keepends=True):
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(f"output {str(self.path)!r} could not be read ({exc.strerror or exc})") from None
+        rows, good = self._parse_csv(raw) if self.csv else self._parse_jsonl(raw)
+        if good < len(raw):
+            log.warning("%s: cutting off %d bytes of a line torn by an interrupted run (that point runs again)",
+                        self.path, len(raw) - good)
+            os.truncate(self.path, good)  # one step, nothing complete is lost, works on a full disk
+        return rows
+
+    def _refused(self, why: str) -> InvalidInputError:
+        return InvalidInputError(
+            f"cannot resume into {str(self.path)!r}: {why}. The file is left as it is: if an earlier batch wrote it, "
+            "fix or delete the damaged line; if it is another file, choose a new output file")
+
+    def _torn_start(self, tail: bytes, start: bytes) -> bool:
+        """Whether ``tail`` can be the torn beginning of what this writer writes first."""
+        t = tail.strip(b"\x00").decode("utf-8", "replace")
+        s = start.decode()
+        return not t.strip() or s.startswith(t) or t.startswith(s)
+
+    def _parse_jsonl(self, raw: bytes) -> tuple[list[dict[str, Any]], int]:
+        end = raw.rfind(b"\n") + 1  # bytes after the last newline are a torn line
+        rows = []
+        for no, line in enumerate(raw[:end].split(b"\n")[:-1], start=1):
+            if not line.strip():
+                continue
             try:
                 d = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by an interruption: that point is rerun
-            if line.endswith("\n"):
-                rows.append(d)
-                kept.append(line)
-        if "".join(kept) != raw:
-            self.path.write_text("".join(kept), encoding="utf-8")
-        return rows
+            except (ValueError, RecursionError):
+                raise self._refused(f"line {no} is not JSON") from None
+            if not (isinstance(d, dict) and {"index", "lat", "lon", "ok"} <= d.keys() and _is_index(d["index"])
+                    and isinstance(d["ok"], bool)):
+                raise self._refused(f"line {no} is not a row of a terramind-nyc batch output "
+                                    "(index, id, lat, lon, ok, ...)")
+            rows.append(d)
+        if not rows and not self._torn_start(raw[end:], b'{"index": '):
+            raise self._refused("it holds no complete line and does not start like a batch output")
+        return rows, end
+
+    def _parse_csv(self, raw: bytes) -> tuple[list[dict[str, Any]], int]:
+        end = raw.rfind(b"\n") + 1
+        at = {"pos": 0, "line": 0}
+
+        def lines() -> Iterator[str]:
+            while at["pos"] < end:
+                nl = raw.index(b"\n", at["pos"]) + 1
+                at["line"] += 1
+                try:
+                    text = raw[at["pos"]:nl].decode("utf-8-sig" if at["pos"] == 0 else "utf-8")
+                except UnicodeDecodeError:
+                    raise self._refused(f"line {at['line']} is not UTF-8 text") from None
+                at["pos"] = nl
+                yield text
+
+        header: list[str] | None = None
+        rows: list[dict[str, Any]] = []
+        good = 0
+        reader = csv.reader(lines(), strict=True)
+        try:
+            for rec in reader:
+                if not any(rec):  # a blank line
+                    good = at["pos"]
+                elif header is None:
+                    if not set(_CSV_BASE) <= set(rec):
+                        raise self._refused(f"its header {','.join(rec)[:60]!r} lacks the columns "
+                                            f"{', '.join(c for c in _CSV_BASE if c not in rec)}")
+                    header, good = rec, at["pos"]
+                elif len(rec) != len(header):
+                    raise self._refused(f"line {reader.line_num} has {len(rec)} fields, the header {len(header)}")
+                else:
+                    r = dict(zip(header, rec))
+                    if not (r["index"].isascii() and r["index"].isdigit() and r["ok"] in ("true", "false")):
+                        raise self._refused(f"line {reader.line_num} is not a row of a terramind-nyc batch output")
+                    rows.append({"index": int(r["index"]), "lat": _num(r["lat"]), "lon": _num(r["lon"]),
+                                 "ok": r["ok"] == "true", "_row": r})
+                    good = at["pos"]
+        except csv.Error as exc:
+            if at["pos"] < end:  # broken before the end: not a torn last row
+                raise self._refused(f"line {reader.line_num} is not CSV ({exc})") from None
+        if header is None and not self._torn_start(raw[good:], ",".join(_CSV_BASE).encode() + b","):
+            raise self._refused("it holds no complete header line and does not start like a batch output")
+        self.columns = header  # None after a torn header: the next append writes a whole one
+        return rows, good
 
     def rewrite(self, rows: list[dict[str, Any]]) -> None:
         """Replace OUT by ``rows`` (as loaded), atomically."""
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
+        with atomic_path(self.path) as tmp, tmp.open("w", encoding="utf-8", newline="") as fh:
             if self.csv:
-                w = csv.DictWriter(fh, fieldnames=self.columns or [])
+                w = csv.DictWriter(fh, fieldnames=self.columns or self._csv_columns())
                 w.writeheader()
                 for r in rows:
                     w.writerow(r["_row"])
             else:
                 for r in rows:
                     fh.write(json.dumps(r, allow_nan=False) + "\n")
-        os.replace(tmp, self.path)
 
     # -- appending -----------------------------------------------------------------------
     def _csv_columns(self) -> list[str]:
         if self.columns is None:
-            self.columns = ["index", "id", "lat", "lon", "ok", "error", "building_density",
+            self.columns = [*_CSV_BASE, "building_density",
                             "building_probability_mean", "n_building_components", "dominant_class", "confidence",
                             "nodata_fraction"] + [f"lulc_{c}" for c in self._class_names()] + [
                 "s2_item_ids", "s2_datetime", "modalities_missing", "checkpoint_sha256"]
@@ -203,7 +212,8 @@ class _Writer:
 
     def _csv_row(self, pt: BatchPoint, item: Any) -> dict[str, Any]:
         row: dict[str, Any] = {"index": pt.index, "id": pt.id or "", "lat": pt.lat, "lon": pt.lon,
-                               "ok": "true" if item.ok else "false", "error": "" if item.ok else str(item.error)}
+                               "ok": "true" if item.ok else "false",
+                               "error": "" if item.ok else str(item.error)[:_MAX_ERROR]}
         r = item.result
         if r is not None:
             s2 = r.provenance.imagery.get("S2L2A", {})
@@ -275,8 +285,9 @@ def run_batch(
     """Run :func:`~terramind_nyc.fetch_many` over a points file and append to ``out_path``.
 
     Resumable: points already in ``out_path`` (same index and coordinates) are skipped; an
-    ``out_path`` written from a different input raises InvalidInputError rather than mixing
-    the two. ``progress`` shows a tqdm bar (default: when stderr is a terminal).
+    ``out_path`` written from a different input, or not a batch output at all, raises
+    InvalidInputError rather than mixing the two (see the module docstring for torn lines).
+    ``progress`` shows a tqdm bar (default: when stderr is a terminal).
     """
     from .api import fetch_many
     from .pipeline import current_pipeline
@@ -285,14 +296,16 @@ def run_batch(
         raise InvalidInputError(f"chunk must be a positive integer, got {chunk!r}")
     settings = Settings.resolve(settings)
     points = read_points(points_path)
-    out = Path(out_path)
-    if out.parent and not out.parent.exists():
+    out = destination(out_path)  # InvalidInputError for a folder, or a path under a file
+    if not out.parent.exists():
         raise InvalidInputError(f"output folder {str(out.parent)!r} does not exist")
+    if out.exists() and out.samefile(points_path):
+        raise InvalidInputError(f"the output {str(out)!r} is the points file itself: choose another output file")
 
     def class_names() -> Sequence[str]:
         try:
             return tuple(current_pipeline().runtimes(settings).model_info().lulc_classes)
-        except Exception:  # noqa: BLE001 - no model: every point fails anyway; use the default names
+        except Exception:
             from .model.config import DEFAULT_HEADS
 
             return DEFAULT_HEADS[0].classes

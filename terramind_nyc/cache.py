@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
+from .atomic import atomic_path, atomic_write_text
+from .errors import InvalidInputError
 from .settings import Settings
 
 __all__ = ["Caches", "get_caches", "clear_caches", "stable_key"]
@@ -125,24 +126,18 @@ class Caches:
         return None if self.cache_dir is None else self.cache_dir / f"chip-{key}"
 
     def write_disk(self, key: str, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Atomically write arrays (.npz, no pickle) and JSON metadata for ``key``."""
+        """Atomically write arrays (.npz, no pickle) and JSON metadata for ``key`` (:mod:`terramind_nyc.atomic`)."""
         path = self.disk_path(key)
         if path is None:
             return
         import numpy as np
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_path(str(path) + ".npz") as tmp, tmp.open("wb") as fh:
                 np.savez(fh, **arrays)
-            os.replace(tmp, str(path) + ".npz")
-            tmpj = str(path) + ".json.tmp"
-            Path(tmpj).write_text(json.dumps(meta, default=str))
-            os.replace(tmpj, str(path) + ".json")
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            atomic_write_text(str(path) + ".json", json.dumps(meta, default=str))
+        except InvalidInputError as exc:  # cache_dir is a file: the cache is optional, the read goes on
+            log.warning("not writing the on-disk chip cache: %s", exc)
 
     def read_disk(self, key: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         path = self.disk_path(key)
@@ -156,10 +151,14 @@ class Caches:
         try:
             with np.load(npz, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-            return arrays, json.loads(js.read_text())
-        except (OSError, ValueError) as exc:
+            meta = json.loads(js.read_text(encoding="utf-8"))
+        except (OSError, ValueError, EOFError, RecursionError, zipfile.BadZipFile) as exc:
             log.warning("ignoring unreadable chip cache entry %s: %s", npz.name, exc)
             return None
+        if not isinstance(meta, dict):
+            log.warning("ignoring chip cache entry %s: its metadata is not a JSON object", npz.name)
+            return None
+        return arrays, meta
 
 
 _lock = threading.Lock()

@@ -1,16 +1,87 @@
-"""The ``terramind-nyc`` command line. Each command parses options and calls one library function."""
+"""The ``terramind-nyc`` command line. Each command parses options and calls one library function.
+
+Logging goes to stderr: ``-v`` the library's INFO, ``-vv`` its DEBUG (terramind_nyc only),
+``-vvv`` DEBUG of everything (rasterio, urllib3, pystac-client, ... included); ``-q`` errors
+only. Every line passes :class:`~terramind_nyc.logging.RedactSecretsFilter`, so no signing
+token reaches the terminal at any level. A library error (:class:`~terramind_nyc.errors.TerramindNYCError`,
+an invalid ``TERRAMIND_NYC_*`` variable included) ends as one ``error: ...`` line and exit status 1.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from typing import Any
+from typing import IO, Any
 
 import click
 
 from ._version import __version__
+from .errors import TerramindNYCError
 from .settings import Settings
+
+#: The name of the stderr handler the CLI puts on the root logger (replaced, never stacked).
+_HANDLER_NAME = "terramind-nyc-cli"
+
+
+class LibraryError(click.ClickException):
+    """A :class:`TerramindNYCError` as the CLI shows it: one ``error: Type: message`` line, exit 1."""
+
+    exit_code = 1
+
+    def __init__(self, exc: TerramindNYCError) -> None:
+        from .imagery.urls import redact
+
+        super().__init__(" ".join(redact(f"{type(exc).__name__}: {exc}").split()))
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file, err=file is None)
+
+
+class _Cli(click.Group):
+    """The command group: a library error in the group's own callback (settings from the
+    environment) or in any command ends as a :class:`LibraryError`, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TerramindNYCError as exc:
+            raise LibraryError(exc) from None
+
+
+def _configure_logging(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Log to stderr at the level ``-v`` / ``-q`` ask for, every line redacted; undone when the
+    command ends (the CLI may run inside another program, e.g. a test's CliRunner)."""
+    from .logging import THIRD_PARTY_LOGGERS, quiet_third_party, redact_secrets
+
+    root, pkg = logging.getLogger(), logging.getLogger("terramind_nyc")
+    for h in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    saved = (root.level, pkg.level)
+    root.addHandler(handler)
+    flt = redact_secrets(root)  # every handler of the root logger, the one above included
+    level = (logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1
+             else logging.DEBUG)
+    # the root logger (every other library's records) stays at WARNING below -vvv: -v and -vv
+    # raise terramind_nyc's own logger only
+    root.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose >= 3 else logging.WARNING)
+    pkg.setLevel(level)
+    # dependencies stay at WARNING (ERROR with -q) unless -vvv: their DEBUG is noise, and URLs
+    old = quiet_third_party(logging.NOTSET if verbose >= 3 else logging.ERROR if quiet else logging.WARNING)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        for h in root.handlers:
+            h.removeFilter(flt)
+        root.setLevel(saved[0])
+        pkg.setLevel(saved[1])
+        for name in THIRD_PARTY_LOGGERS:
+            logging.getLogger(name).setLevel(old[name])
+
+    ctx.call_on_close(restore)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -35,15 +106,16 @@ def _result_lines(r: Any) -> list[str]:
         "land cover: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.lulc_fractions.items()),
         f"dominant: {r.dominant_class} (confidence {r.confidence:.2f}); nodata {100 * r.nodata_fraction:.1f}%",
         f"S2 {', '.join(s2.get('item_ids') or [])} ({(s2.get('datetimes') or ['?'])[0]})",
-        f"model {r.provenance.checkpoint.get('id')} via {r.provenance.backend}/{r.provenance.device} "
-        f"({r.provenance.precision})"
-        f"  in {r.timings.get('total', 0):.2f} s",
+        (f"model {r.provenance.checkpoint.get('id')} via {r.provenance.backend}/{r.provenance.device} "
+         f"({r.provenance.precision})  in {r.timings.get('total', 0):.2f} s"),
     ] + [f"warning: {w}" for w in r.warnings]
 
 
-@click.group()
+@click.group(cls=_Cli)
 @click.version_option(__version__, prog_name="terramind-nyc")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More logging on stderr: -v info, -vv debug of terramind_nyc, -vvv debug of every library "
+                   "(rasterio, urllib3, ...). Signing tokens are redacted at every level.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Errors only: no log lines, no library warnings, no progress bars.")
 @click.option("--checkpoint", default=None, help="Checkpoint: local artifact directory or Hugging Face repo id.")
@@ -57,9 +129,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, checkpoint: str | None, b
     """Building density and land-cover fractions for New York City points."""
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other; pass one of them")
-    level = (logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1
-             else logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _configure_logging(ctx, verbose, quiet)
     if quiet:
         import warnings
 
@@ -120,17 +190,12 @@ def fetch(ctx: click.Context, lat: float, lon: float, when: str | None, size_m: 
           riprap: bool, as_json: bool) -> None:
     """Building density and land-cover fractions around LAT LON."""
     from .api import fetch as _fetch
-    from .errors import TerramindNYCError
 
-    try:
-        r = _fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx))
-    except TerramindNYCError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    r = _fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx))
     if geotiff:
         r.to_geotiff(geotiff)
     if geojson:
-        with open(geojson, "w") as fh:
-            json.dump(r.to_geojson(), fh)
+        r.write_geojson(geojson)
     if quicklook:
         r.quicklook(quicklook)
     data = r.to_riprap() if riprap else r.to_dict()
@@ -156,14 +221,10 @@ def batch(ctx: click.Context, points_file: str, out_file: str, when: str | None,
     Resumable: rerunning skips the points OUT_FILE already holds.
     """
     from .batch import run_batch
-    from .errors import TerramindNYCError
 
-    try:
-        s = run_batch(points_file, out_file, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx),
-                      workers=workers, riprap=riprap, retry_failed=retry_failed,
-                      progress=False if ctx.obj.get("quiet") else progress)
-    except TerramindNYCError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    s = run_batch(points_file, out_file, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx),
+                  workers=workers, riprap=riprap, retry_failed=retry_failed,
+                  progress=False if ctx.obj.get("quiet") else progress)
     click.echo(f"{s.total} points: {s.skipped} already done, {s.ok} ok, {s.failed} failed -> {s.output}", err=True)
 
 
@@ -224,18 +285,14 @@ def export_onnx_command(ctx: click.Context, artifact: str, out: str | None, subs
                         tolerance: float | None, fp16: bool, as_json: bool) -> None:
     """Export ARTIFACT's network to ONNX (one graph per modality subset, weights stored once), verify it
     against torch and record it in config.json. Needs the torch extra and onnxruntime."""
-    from .errors import TerramindNYCError
     from .model.export_onnx import export_onnx
 
     def show(line: str) -> None:
         if not ctx.obj.get("quiet"):
             click.echo(line, err=True)
 
-    try:
-        record = export_onnx(artifact, out, subsets=subsets, opset=opset, exporter=exporter,  # type: ignore[arg-type]
-                             tolerance=tolerance, fp16=fp16, progress=show)
-    except TerramindNYCError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    record = export_onnx(artifact, out, subsets=subsets, opset=opset, exporter=exporter,  # type: ignore[arg-type]
+                         tolerance=tolerance, fp16=fp16, progress=show)
     data = record.to_dict()
     subsets = ", ".join("+".join(g.modalities) for g in record.graphs)
     _emit(data, as_json, [(f"exported {len(record.graphs)} graph(s) ({subsets}) to {out or artifact}; max abs diff "

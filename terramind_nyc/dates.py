@@ -8,7 +8,8 @@ All datetimes leaving this module are timezone-aware UTC.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+import reprlib
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from .errors import InvalidInputError
@@ -21,17 +22,41 @@ _FUTURE_SLACK = timedelta(minutes=5)  # clock skew tolerated before a window cou
 
 
 def utc(dt: datetime) -> datetime:
-    """``dt`` as aware UTC (a naive datetime is taken to be UTC)."""
+    """``dt`` as aware UTC (a naive datetime is taken to be UTC).
+
+    OverflowError when the conversion leaves the datetime range (year 1 east of UTC, year 9999 west).
+    """
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error message shows it: short, and never an error itself (a 5000-digit int)."""
+    try:
+        return reprlib.repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _earlier(dt: datetime, span: timedelta) -> datetime:
+    """``dt - span``, held at the first representable instant instead of overflowing (year 1)."""
+    try:
+        return dt - span
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _parse_point(value: Any, name: str, *, end: bool) -> datetime:
     """A date/datetime/ISO string as an aware UTC datetime (a date: start or end of that day)."""
     if isinstance(value, datetime):
-        return utc(value)
+        try:
+            return utc(value)
+        except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+05:00 is before the first UTC instant
+            raise InvalidInputError(
+                f"{name} {value.isoformat()} lies outside the dates UTC can hold; pass a date between "
+                f"{S2_FIRST_DATE} and now"
+            ) from None
     if isinstance(value, date):
-        d0 = datetime(value.year, value.month, value.day, tzinfo=UTC)
-        return d0 + timedelta(days=1) - timedelta(microseconds=1) if end else d0
+        return datetime.combine(value, time.max if end else time.min, tzinfo=UTC)
     if isinstance(value, str):
         s = value.strip()
         if not s:
@@ -39,13 +64,14 @@ def _parse_point(value: Any, name: str, *, end: bool) -> datetime:
         try:
             if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
                 return _parse_point(date.fromisoformat(s), name, end=end)
-            return utc(datetime.fromisoformat(s.replace("z", "Z")))
+            parsed = datetime.fromisoformat(s.replace("z", "Z"))
         except ValueError:
             raise InvalidInputError(
-                f"{name} {value!r} is not an ISO date or datetime; use e.g. '2024-07-01' or '2024-07-01T15:30:00Z'"
+                f"{name} {_shown(value)} is not an ISO date or datetime; use e.g. '2024-07-01' or '2024-07-01T15:30:00Z'"
             ) from None
+        return _parse_point(parsed, name, end=end)
     raise InvalidInputError(
-        f"{name} must be a date, datetime or ISO string, got {type(value).__name__} {value!r}"
+        f"{name} must be a date, datetime or ISO string, got {type(value).__name__} {_shown(value)}"
     )
 
 
@@ -84,7 +110,7 @@ def resolve_when(when: Any, settings: Settings | None = None, now: datetime | No
         if a is None and b is None:
             raise InvalidInputError("a date range needs at least one of start and end")
         end = now_ if b is None else _parse_point(b, "end of the date range", end=True)
-        start = end - span if a is None else _parse_point(a, "start of the date range", end=False)
+        start = _earlier(end, span) if a is None else _parse_point(a, "start of the date range", end=False)
         if start > now_ + _FUTURE_SLACK:
             raise InvalidInputError(
                 f"the date range starts in the future ({start:%Y-%m-%d %H:%M} UTC, now {now_:%Y-%m-%d %H:%M} UTC); "
@@ -101,17 +127,18 @@ def resolve_when(when: Any, settings: Settings | None = None, now: datetime | No
         end = _parse_point(when, "when", end=True)
         is_day = isinstance(when, date) and not isinstance(when, datetime) or (
             isinstance(when, str) and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", when) is not None)
-        first_instant = end - timedelta(days=1) + timedelta(microseconds=1) if is_day else end
+        first_instant = end.replace(hour=0, minute=0, second=0, microsecond=0) if is_day else end
         if first_instant > now_ + _FUTURE_SLACK:
             raise InvalidInputError(
                 f"`when` lies in the future ({first_instant:%Y-%m-%d %H:%M} UTC, now {now_:%Y-%m-%d %H:%M} UTC); "
                 "pass a past date, or None for the newest imagery"
             )
-        start = end - span
+        start = _earlier(end, span)
     end = min(end, now_)
     if end.date() < S2_FIRST_DATE:
         raise InvalidInputError(
-            f"the date window ends {end:%Y-%m-%d}, before Sentinel-2 data begins ({S2_FIRST_DATE}); pass a later date"
+            f"the date window ends {end.date().isoformat()}, before Sentinel-2 data begins ({S2_FIRST_DATE}); "
+            "pass a later date"
         )
     return start, end
 
@@ -125,7 +152,7 @@ def parse_iso(value: Any) -> datetime | None:
         return None
     try:
         return utc(datetime.fromisoformat(str(value).strip().replace("z", "Z")))
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 

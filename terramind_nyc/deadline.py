@@ -8,6 +8,8 @@ Every network step of a request (catalog searches, asset reads, hub probes) runs
 from __future__ import annotations
 
 import math
+import numbers
+import reprlib
 import threading
 import time
 from collections.abc import Callable
@@ -31,12 +33,10 @@ class Deadline:
     """
 
     def __init__(self, seconds: float | None) -> None:
-        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                    or not math.isfinite(seconds) or seconds <= 0):
-            raise InvalidInputError(f"a deadline must be a finite number of seconds > 0 or None, got {seconds!r}")
-        self.seconds: float | None = None if seconds is None else float(seconds)
+        s = None if seconds is None else _seconds(seconds)
+        self.seconds: float | None = s
         self._start = time.monotonic()
-        self._end = math.inf if seconds is None else self._start + float(seconds)
+        self._end = math.inf if s is None else self._start + s
 
     def remaining(self) -> float:
         """Seconds left (``inf`` for a deadline that never expires; 0 once passed)."""
@@ -52,11 +52,16 @@ class Deadline:
         return time.monotonic() >= self._end
 
     def timeout(self, cap: float | None = None) -> float | None:
-        """Seconds to wait for something: the remaining time, at most ``cap`` (None: no limit)."""
+        """Seconds to wait for something: the remaining time, at most ``cap`` (None: no limit).
+
+        Never more than :data:`threading.TIMEOUT_MAX`, the longest wait the standard library
+        takes (``concurrent.futures.wait``, ``Lock.acquire``, ``Event.wait`` raise OverflowError
+        above it), so a finite but huge deadline waits as long as it may instead of failing.
+        """
         rem = self.remaining()
         if cap is not None:
             rem = min(rem, cap)
-        return None if math.isinf(rem) else rem
+        return None if math.isinf(rem) else min(rem, threading.TIMEOUT_MAX)
 
     def error(self, step: str, service: str) -> DeadlineExceededError:
         """The error to raise when ``step`` at ``service`` did not finish in time."""
@@ -73,6 +78,24 @@ class Deadline:
 
     def __repr__(self) -> str:
         return f"Deadline({self.seconds!r}, remaining={self.remaining():.2f})"
+
+
+def _seconds(value: object) -> float:
+    """A deadline's length: a finite number of seconds > 0, else InvalidInputError."""
+    v = math.nan
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            v = float(value)
+        except (OverflowError, TypeError, ValueError):  # an int too large for a float
+            v = math.inf
+    if not math.isfinite(v) or v <= 0:
+        try:
+            shown = reprlib.repr(value)
+        except Exception:
+            shown = f"<unprintable {type(value).__name__}>"
+        raise InvalidInputError(f"a deadline must be a finite number of seconds > 0 or None, got {shown}; "
+                                "pass e.g. 120 (Settings.deadline_s)")
+    return v
 
 
 def call_with_deadline(fn: Callable[[], T], deadline: Deadline, step: str, service: str) -> T:

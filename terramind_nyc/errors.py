@@ -17,6 +17,7 @@ __all__ = [
     "ChipError",
     "ChipNodataError",
     "DeadlineExceededError",
+    "InternalError",
     "InvalidInputError",
     "InvalidLocationError",
     "MissingModalityWarning",
@@ -76,9 +77,10 @@ class NoSceneError(CatalogError, LookupError):
         return (_rebuild, (type(self), self.args, {"reason": self.reason}))
 
 
-#: What went wrong reading an asset: ``missing`` (404 / no such file), ``truncated`` (the file or
-#: the transfer broke off), ``server`` (429 / 5xx / timeouts after the retries), ``other``.
-ChipErrorKind = Literal["missing", "truncated", "server", "other"]
+#: What went wrong reading an asset: ``missing`` (404 / no such file), ``denied`` (401 / 403: a
+#: missing, wrong or expired signature or token), ``truncated`` (the file or the transfer broke
+#: off), ``server`` (429 / 5xx / timeouts after the retries), ``other``.
+ChipErrorKind = Literal["missing", "denied", "truncated", "server", "other"]
 
 
 class ChipError(TerramindNYCError, OSError):
@@ -117,7 +119,16 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class BackendError(TerramindNYCError, RuntimeError):
-    """An inference backend is unavailable or failed (missing package, bad device, ...)."""
+    """An inference backend is unavailable or failed (missing package, bad device, non-finite
+    output, ...)."""
+
+
+class InternalError(TerramindNYCError, RuntimeError):
+    """An unexpected exception inside the library or a dependency (a bug: please report it).
+
+    Raised where one failure must not end other work, e.g. per point of ``fetch_many``; the
+    original exception is the ``__cause__``.
+    """
 
 
 class TerramindNYCWarning(UserWarning):

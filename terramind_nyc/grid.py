@@ -28,7 +28,7 @@ import numpy as np
 from affine import Affine
 
 from .errors import InvalidInputError, InvalidLocationError, OutsideDomainError
-from .location import as_coordinate, validate_location
+from .location import as_coordinate, shown, validate_location
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +36,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyproj import Transformer
 
 __all__ = [
+    "MAX_SIDE_PX",
     "ChipGrid",
+    "as_metres",
     "chip_grid",
     "summary_mask",
     "union_grid",
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: Tolerance, in pixels, for deciding that two grids share a lattice.
 _LATTICE_TOL_PX = 1e-6
+#: Most pixels along one side of a grid :func:`chip_grid` builds (20 km at 1 m, the settings' limits).
+MAX_SIDE_PX = 20_000
 
 
 @functools.lru_cache(maxsize=32)
@@ -63,17 +67,25 @@ def _area_of_use(crs: str) -> tuple[float, float, float, float] | None:
     return None if aou is None else (aou.west, aou.south, aou.east, aou.north)
 
 
-@functools.lru_cache(maxsize=32)
 def _check_crs(crs: str) -> str:
+    if not isinstance(crs, str):
+        raise InvalidInputError(f"a CRS is a string such as 'EPSG:32618', got {type(crs).__name__} {shown(crs)}")
+    return _check_crs_name(crs)
+
+
+@functools.lru_cache(maxsize=32)
+def _check_crs_name(crs: str) -> str:
     from pyproj import CRS
     from pyproj.exceptions import CRSError
 
     try:
         c = CRS.from_user_input(crs)
     except CRSError as exc:
-        raise InvalidInputError(f"unknown CRS {crs!r}: {exc}") from None
+        raise InvalidInputError(f"unknown CRS {shown(crs)} ({str(exc)[:200]}); set Settings(crs=...) to a projected "
+                                "CRS in metres such as 'EPSG:32618'") from None
     if not c.is_projected:
-        raise InvalidInputError(f"a chip grid needs a projected CRS in metres, got {crs!r}")
+        raise InvalidInputError(f"a chip grid needs a projected CRS in metres, got {shown(crs)}; set Settings(crs=...) "
+                                "to one such as 'EPSG:32618'")
     return crs
 
 
@@ -86,12 +98,20 @@ def _round_half_up(v: float) -> int:
     return math.floor(v + 0.5)
 
 
-def _positive_number(value: Any, name: str) -> float:
+def as_metres(value: Any, name: str) -> float:
+    """``value`` as a finite float > 0 (a distance in metres), or InvalidInputError naming ``name``.
+
+    The one gate for user distances (``size_m``, ``radius_m``, a resolution): a string, None, a
+    bool, NaN, infinity, zero, a negative number or an integer too large for a float is refused.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise InvalidInputError(f"{name} must be a number of metres, got {type(value).__name__} {value!r}")
-    v = float(value)
+        raise InvalidInputError(f"{name} must be a number of metres, got {type(value).__name__} {shown(value)}")
+    try:
+        v = float(value)
+    except (OverflowError, TypeError, ValueError):
+        v = math.inf
     if not math.isfinite(v) or v <= 0:
-        raise InvalidInputError(f"{name} must be a finite number of metres > 0, got {value!r}")
+        raise InvalidInputError(f"{name} must be a finite number of metres > 0, got {shown(value)}")
     return v
 
 
@@ -149,10 +169,13 @@ class ChipGrid:
         point (default: the centre of the bounds).
         """
         _check_crs(crs)
-        res = _positive_number(resolution, "resolution")
-        b = tuple(float(v) for v in bounds)
+        res = as_metres(resolution, "resolution")
+        try:
+            b = tuple(float(v) for v in bounds)
+        except (TypeError, ValueError, OverflowError):
+            b = ()
         if len(b) != 4 or not all(math.isfinite(v) for v in b) or b[2] <= b[0] or b[3] <= b[1]:
-            raise InvalidInputError(f"bounds must be finite (minx, miny, maxx, maxy) with max > min, got {bounds!r}")
+            raise InvalidInputError(f"bounds must be finite (minx, miny, maxx, maxy) with max > min, got {shown(bounds)}")
         minx, miny, maxx, maxy = b
         if snap:
             minx = math.floor(minx / res + _LATTICE_TOL_PX) * res
@@ -169,15 +192,20 @@ class ChipGrid:
         if center is None:
             clon, clat = _transformer(crs, "EPSG:4326").transform((minx + maxx) / 2, (miny + maxy) / 2)
         else:
-            clat, clon = float(center[0]), float(center[1])
+            clat, clon = as_coordinate(center[0], "latitude"), as_coordinate(center[1], "longitude")
         return cls._build(crs, res, minx, maxy, width, height, clat, clon)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ChipGrid:
-        """Inverse of :meth:`to_dict`."""
-        t = [float(v) for v in d["transform"]]
-        return cls._build(str(d["crs"]), float(d["resolution"]), t[2], t[5], int(d["width"]), int(d["height"]),
-                          float(d["center_lat"]), float(d["center_lon"]))
+        """Inverse of :meth:`to_dict` (InvalidInputError for a dict it did not write)."""
+        try:
+            t = [float(v) for v in d["transform"]]
+            args = (str(d["crs"]), float(d["resolution"]), t[2], t[5], int(d["width"]), int(d["height"]),
+                    float(d["center_lat"]), float(d["center_lon"]))
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInputError(f"not a ChipGrid.to_dict() description ({type(exc).__name__}: {exc})") from None
+        _check_crs(args[0])
+        return cls._build(*args)
 
     @classmethod
     def _build(cls, crs: str, res: float, minx: float, maxy: float, width: int, height: int,
@@ -297,7 +325,7 @@ def chip_grid(lat: Any, lon: Any, *, size_m: float | None = None, settings: Sett
     """
     s = Settings.resolve(settings)
     la, lo = validate_location(lat, lon, s)
-    size = s.size_m if size_m is None else _positive_number(size_m, "size_m")
+    size = s.size_m if size_m is None else as_metres(size_m, "size_m")
     res = float(s.resolution_m)
     _check_crs(s.crs)
     aou = _area_of_use(s.crs)
@@ -309,6 +337,9 @@ def chip_grid(lat: Any, lon: Any, *, size_m: float | None = None, settings: Sett
                 f"set Settings(crs=...) to a CRS that covers it, e.g. {_utm_code(la, lo)}"
             )
     n_px = max(1, _round_half_up(size / res))
+    if n_px > MAX_SIDE_PX:
+        raise InvalidInputError(f"size_m={size:g} at {res:g} m is {n_px} pixels a side, more than the {MAX_SIDE_PX} a "
+                                "grid may have; pass a smaller size_m")
     x, y = _transformer("EPSG:4326", s.crs).transform(lo, la)
     minx = _round_half_up(x / res - n_px / 2.0) * res
     maxy = _round_half_up(y / res + n_px / 2.0) * res
@@ -348,7 +379,7 @@ def summary_mask(grid: ChipGrid, lat: float, lon: float, radius_m: float | None 
     """
     if radius_m is None:
         return np.ones(grid.shape, dtype=bool)
-    r = _positive_number(radius_m, "radius_m")
+    r = as_metres(radius_m, "radius_m")
     la = as_coordinate(lat, "latitude")
     lo = as_coordinate(lon, "longitude")
     x, y = grid.xy(la, lo)

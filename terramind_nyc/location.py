@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -18,16 +19,37 @@ import numpy as np
 from .errors import InvalidLocationError, OutsideDomainError
 from .settings import Settings
 
-__all__ = ["as_coordinate", "validate_location"]
+__all__ = ["as_coordinate", "shown", "validate_location"]
+
+
+def shown(value: Any) -> str:
+    """``value`` as an error message shows it: short (``reprlib``), and never an error itself (a
+    5000-digit int, a broken ``__repr__``)."""
+    try:
+        return reprlib.repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 def as_coordinate(value: Any, name: str) -> float:
-    """``value`` as a finite float, or InvalidLocationError naming what is wrong with it."""
+    """``value`` as a finite float, or InvalidLocationError naming what is wrong with it.
+
+    Any real number is accepted (int, float, numpy scalars); a string, None, a bool or a
+    container is not, nor NaN, infinity or an integer too large for a float.
+    """
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        hint = "; convert it with float() first" if isinstance(value, (str, bytes)) else ""
         raise InvalidLocationError(
-            f"{name} must be a number in decimal degrees, got {type(value).__name__} {value!r}"
+            f"{name} must be a number in decimal degrees, got {type(value).__name__} {shown(value)}{hint}"
         )
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise InvalidLocationError(
+            f"{name} {shown(value)} is far outside the range of decimal degrees; pass a {name} in decimal degrees"
+        ) from None
+    except (TypeError, ValueError) as exc:  # a Real subclass whose float() fails
+        raise InvalidLocationError(f"{name} {shown(value)} is not a usable number ({exc}); pass a float") from None
     if math.isnan(v):
         raise InvalidLocationError(f"{name} is NaN; pass a finite number in decimal degrees")
     if math.isinf(v):
@@ -46,8 +68,8 @@ def validate_location(lat: Any, lon: Any, settings: Settings | None = None) -> t
             (the environment's settings).
 
     Raises:
-        InvalidLocationError: a coordinate is not a real number (str, None, bool, ...), is NaN or
-            infinite, or lies outside -90..90 / -180..180.
+        InvalidLocationError: a coordinate is not a real number (str, None, bool, ...), is NaN,
+            infinite or too large for a float, or lies outside -90..90 / -180..180.
         OutsideDomainError: a valid point outside the domain (an InvalidLocationError too).
     """
     s = Settings.resolve(settings)

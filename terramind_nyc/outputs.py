@@ -3,11 +3,20 @@
 Nothing here knows a :class:`~terramind_nyc.result.Result`: each writer takes arrays, the
 grid they lie on and the labels to print, so a map of many results (or any raster on the
 grid) is written the same way. :class:`~terramind_nyc.result.Result` assembles the layers.
+
+Every file is written through :mod:`terramind_nyc.atomic`: a failed or interrupted write
+leaves the file that was there before, byte for byte, and no temporary file. Each writer
+returns the path it wrote, which is the path it was given. Bad arguments (a folder as the
+path, arrays off the grid, a negative or non-finite tolerance) are InvalidInputError before
+anything is written.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,50 +24,68 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .atomic import atomic_path, atomic_write_text, destination
 from .errors import InvalidInputError
+from .jsonsafe import json_safe
 
 if TYPE_CHECKING:  # pragma: no cover
     from .grid import ChipGrid
 
-__all__ = ["MaskLayer", "polygons_geojson", "quicklook", "write_geotiff"]
+__all__ = ["MaskLayer", "polygons_geojson", "quicklook", "write_geojson", "write_geotiff"]
 
 log = logging.getLogger(__name__)
 
 
-def _check_shape(grid: ChipGrid, name: str, array: np.ndarray) -> None:
-    if tuple(array.shape[-2:]) != tuple(grid.shape):
-        raise InvalidInputError(f"layer {name!r} has shape {array.shape}; the grid is {grid.shape}")
+def _check_shape(grid: ChipGrid, name: str, array: np.ndarray, *, bands: int | None = None) -> np.ndarray:
+    """``array`` as an ndarray of numbers on the grid: (H, W), or (bands, H, W) when ``bands`` is given."""
+    a = np.asarray(array)
+    want = tuple(grid.shape) if bands is None else (bands, *grid.shape)
+    if a.shape != want:
+        raise InvalidInputError(f"layer {name!r} has shape {a.shape}; it must be {want} on the grid")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InvalidInputError(f"layer {name!r} must hold numbers, got dtype {a.dtype}")
+    return a
 
 
-def write_geotiff(path: Path, grid: ChipGrid, layers: Sequence[tuple[str, np.ndarray]], *,
-                  valid: np.ndarray | None = None, tags: Mapping[str, str] | None = None) -> Path:
+def _simplify_tolerance(simplify_m: Any) -> float:
+    """``simplify_m`` as a float, or InvalidInputError unless it is a finite number >= 0."""
+    if isinstance(simplify_m, bool) or not isinstance(simplify_m, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"simplify_m must be a number of metres, got {simplify_m!r}")
+    value = float(simplify_m)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidInputError(f"simplify_m must be a finite number of metres >= 0 (0: no simplification), "
+                                f"got {simplify_m!r}")
+    return value
+
+
+def write_geotiff(path: str | os.PathLike[str], grid: ChipGrid, layers: Sequence[tuple[str, np.ndarray]], *,
+                  valid: np.ndarray | None = None, tags: Mapping[str, Any] | None = None) -> Path:
     """Float32 GeoTIFF of ``layers`` (``(name, (H, W) array)`` pairs on ``grid``), one described band each.
 
     Tiled (256 px) and deflate-compressed, NaN where ``valid`` is False; windows of 512 px and
-    more get overviews. ``tags`` are written as dataset tags.
+    more get overviews. ``tags`` are written as dataset tags (values as text). Written
+    atomically: a failure leaves any earlier file at ``path`` as it was.
     """
     import rasterio
 
+    path = destination(path)
     if not layers:
         raise InvalidInputError("write_geotiff needs at least one layer")
-    for name, a in layers:
-        _check_shape(grid, name, np.asarray(a))
-    ok = np.ones(grid.shape, bool) if valid is None else np.asarray(valid, bool)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.stack([np.where(ok, a, np.nan).astype(np.float32) for _, a in layers])
+    arrays = [_check_shape(grid, str(name), a) for name, a in layers]
+    ok = np.ones(grid.shape, bool) if valid is None else _check_shape(grid, "valid", valid).astype(bool)
+    data = np.stack([np.where(ok, a, np.nan).astype(np.float32) for a in arrays])
     profile: dict[str, Any] = dict(
         driver="GTiff", width=grid.width, height=grid.height, count=data.shape[0], dtype="float32",
         crs=grid.crs, transform=grid.transform, nodata=float("nan"), compress="deflate", predictor=3,
     )
     if grid.width >= 256 and grid.height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with rasterio.open(path, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data)
         for i, (name, _) in enumerate(layers, start=1):
-            dst.set_band_description(i, name)
+            dst.set_band_description(i, str(name))
         if tags:
-            dst.update_tags(**dict(tags))
+            dst.update_tags(**{str(k): str(v) for k, v in tags.items()})
         if min(grid.width, grid.height) >= 512:
             dst.build_overviews([2, 4], rasterio.enums.Resampling.average)
     return path
@@ -90,21 +117,20 @@ def polygons_geojson(grid: ChipGrid, layers: Sequence[MaskLayer], *, simplify_m:
                      properties: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """FeatureCollection in EPSG:4326: one feature per polygon of each layer's mask.
 
-    Polygons are traced on the grid, simplified by ``simplify_m`` metres in the grid CRS, then
-    reprojected. Feature properties: ``layer``, ``class``, ``color``, ``area_m2``; the
-    collection carries ``properties``.
+    Polygons are traced on the grid, simplified by ``simplify_m`` metres in the grid CRS (a
+    finite number >= 0; 0 keeps the pixel outlines), then reprojected. Feature properties:
+    ``layer``, ``class``, ``color``, ``area_m2``; the collection carries ``properties``.
     """
     from pyproj import Transformer
     from shapely.geometry import mapping
     from shapely.ops import transform as shp_transform
 
-    if simplify_m < 0:
-        raise InvalidInputError(f"simplify_m must be >= 0, got {simplify_m}")
+    simplify_m = _simplify_tolerance(simplify_m)
+    masks = [_check_shape(grid, lay.name, lay.mask).astype(bool) for lay in layers]
     to4326 = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform
     features: list[dict[str, Any]] = []
-    for lay in layers:
-        _check_shape(grid, lay.name, lay.mask)
-        for poly in _polygons(np.asarray(lay.mask, bool), grid.transform):
+    for lay, mask in zip(layers, masks):
+        for poly in _polygons(mask, grid.transform):
             simple = poly.simplify(simplify_m, preserve_topology=True) if simplify_m else poly
             if simple.is_empty:
                 continue
@@ -117,28 +143,66 @@ def polygons_geojson(grid: ChipGrid, layers: Sequence[MaskLayer], *, simplify_m:
     return {"type": "FeatureCollection", "features": features, "properties": dict(properties or {})}
 
 
-def quicklook(path: Path, grid: ChipGrid, *, rgb: np.ndarray | None, lulc_map: np.ndarray,
+def write_geojson(path: str | os.PathLike[str], collection: Mapping[str, Any]) -> Path:
+    """Write a GeoJSON object (e.g. from :func:`polygons_geojson`) to ``path`` atomically; return ``path``.
+
+    Values go through :func:`~terramind_nyc.jsonsafe.json_safe` (NaN becomes null), so the file
+    is strict JSON.
+    """
+    path = destination(path)
+    if not isinstance(collection, Mapping):
+        raise InvalidInputError(f"write_geojson needs a GeoJSON object (a mapping), got {type(collection).__name__}")
+    return atomic_write_text(path, json.dumps(json_safe(collection), allow_nan=False))
+
+
+def quicklook(path: str | os.PathLike[str], grid: ChipGrid, *, rgb: np.ndarray | None, lulc_map: np.ndarray,
               class_names: Sequence[str], class_colors: Sequence[str], class_fractions: Mapping[str, float],
               building_probability: np.ndarray, building_density: float | None,
               summary_area: np.ndarray | None = None, title: str = "") -> Path:
     """Three-panel PNG: true colour, land cover with legend, building probability; summary area outlined.
 
-    ``lulc_map`` is uint8 class indices with 255 for invalid pixels; ``class_fractions`` (0..1)
-    label the legend; ``building_density`` (0..1) titles the building panel.
+    ``lulc_map`` is uint8 class indices with 255 for invalid pixels; ``rgb`` uint8 (3, H, W);
+    ``class_fractions`` (0..1) label the legend; ``building_density`` (0..1) titles the
+    building panel. The file is written at exactly ``path``, atomically, and ``path`` is
+    returned: a PNG unless the suffix names another format matplotlib writes (``.jpg``,
+    ``.pdf``, ``.svg``, ...); a path without a suffix still gets a PNG under that very name.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    path = destination(path)
+    lulc_map = _check_shape(grid, "lulc_map", lulc_map)
+    building_probability = _check_shape(grid, "building_probability", building_probability)
+    if rgb is not None:
+        rgb = _check_shape(grid, "rgb", rgb, bands=3)
+    if summary_area is not None:
+        summary_area = _check_shape(grid, "summary_area", summary_area).astype(bool)
+    fmt = path.suffix[1:].lower()
+    if fmt not in FigureCanvasAgg.get_supported_filetypes() or fmt in ("raw", "rgba"):
+        fmt = "png"
+    extent = (grid.bounds[0], grid.bounds[2], grid.bounds[1], grid.bounds[3])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4), constrained_layout=True)
+    try:
+        _draw(fig, axes, extent, rgb=rgb, lulc_map=lulc_map, class_names=class_names, class_colors=class_colors,
+              class_fractions=class_fractions, building_probability=building_probability,
+              building_density=building_density, summary_area=summary_area, title=title)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, format=fmt)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _draw(fig: Any, axes: Any, extent: tuple[float, float, float, float], *, rgb: np.ndarray | None,
+          lulc_map: np.ndarray, class_names: Sequence[str], class_colors: Sequence[str],
+          class_fractions: Mapping[str, float], building_probability: np.ndarray, building_density: float | None,
+          summary_area: np.ndarray | None, title: str) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    _check_shape(grid, "lulc_map", lulc_map)
-    _check_shape(grid, "building_probability", building_probability)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    extent = (grid.bounds[0], grid.bounds[2], grid.bounds[1], grid.bounds[3])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4), constrained_layout=True)
     if rgb is not None:
         axes[0].imshow(np.moveaxis(rgb, 0, -1), extent=extent)
     else:
@@ -163,6 +227,3 @@ def quicklook(path: Path, grid: ChipGrid, *, rgb: np.ndarray | None, lulc_map: n
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

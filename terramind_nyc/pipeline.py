@@ -10,7 +10,7 @@ process-wide runtime of :func:`terramind_nyc.model.backends.get_runtime`, checke
 reader's S2 offset rule). The public calls run :func:`current_pipeline`; tests and embedders
 swap in their own reader or runtime with :func:`use_pipeline`::
 
-    with use_pipeline(Pipeline(reader=my_reader, runtimes=lambda settings: my_runtime)):
+    with use_pipeline(Pipeline(reader=my_reader, runtimes=lambda settings, deadline=None: my_runtime)):
         fetch(40.7484, -73.9857)
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import threading
 import time
 import warnings
@@ -33,8 +32,9 @@ import numpy as np
 from .cache import get_caches, stable_key
 from .dates import parse_iso, resolve_when
 from .deadline import Deadline
-from .errors import CheckpointError, InvalidInputError, MissingModalityWarning, StaleSceneWarning
+from .errors import BackendError, CheckpointError, InvalidInputError, MissingModalityWarning, StaleSceneWarning
 from .jsonsafe import json_safe
+from .request import Request, check_size, window_key
 from .result import Provenance, Result
 from .sensors import READER_S2_OFFSET
 from .settings import Settings
@@ -58,9 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Largest window one call serves, metres.
-MAX_SIZE_M = 20_000
 
 
 # ----------------------------------------------------------------------------------------
@@ -90,9 +87,13 @@ class ModelRuntime(Protocol):
 
 
 class RuntimeSource(Protocol):
-    """Gives the runtime for a settings object (loaded once, reused)."""
+    """Gives the runtime for a settings object (loaded once, reused).
 
-    def __call__(self, settings: Settings) -> ModelRuntime: ...
+    ``deadline``: the request's deadline; a source that loads stops waiting at it with
+    DeadlineExceededError (None: wait as long as the load takes).
+    """
+
+    def __call__(self, settings: Settings, deadline: Deadline | None = None) -> ModelRuntime: ...
 
 
 def default_reader(grid: ChipGrid, start: datetime, end: datetime, settings: Settings, deadline: Deadline) -> Chip:
@@ -102,83 +103,23 @@ def default_reader(grid: ChipGrid, start: datetime, end: datetime, settings: Set
     return read_chip(grid, when=(start, end), settings=settings, deadline=deadline)
 
 
-def default_runtime(settings: Settings) -> ModelRuntime:
+def default_runtime(settings: Settings, deadline: Deadline | None = None) -> ModelRuntime:
     """The process-wide runtime for ``settings``, refused when its S2 offset rule is not the reader's.
+
+    Loaded under ``deadline`` (:func:`terramind_nyc.model.backends.get_runtime`).
 
     The reader harmonises S2 with one rule (:data:`terramind_nyc.sensors.READER_S2_OFFSET`); a
     checkpoint trained with another would be fed shifted inputs, so it is refused rather than run.
     """
     from .model.backends import get_runtime
 
-    rt = get_runtime(settings)
+    rt = get_runtime(settings, deadline=deadline)
     rule = rt.config.s2_offset
     if not READER_S2_OFFSET.same_as(rule):
         raise CheckpointError(
             f"the checkpoint's S2 offset rule ({rule.describe()}) differs from the one this library's reader "
             f"applies ({READER_S2_OFFSET.describe()}): retrain or re-export it with the reader's rule")
     return rt
-
-
-# ----------------------------------------------------------------------------------------
-# One request
-# ----------------------------------------------------------------------------------------
-def check_size(size_m: float | None, radius_m: float | None, settings: Settings) -> tuple[float, float | None]:
-    """The window side and summary radius (metres) of a request, validated.
-
-    ``size_m`` None takes ``settings.size_m``, grown to fit ``radius_m`` when that is larger.
-    """
-    size = settings.size_m if size_m is None else size_m
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or not math.isfinite(size) or size <= 0:
-        raise InvalidInputError(f"size_m must be a positive number of metres, got {size_m!r}")
-    if size < settings.resolution_m:
-        raise InvalidInputError(f"size_m={size} is smaller than one {settings.resolution_m} m pixel")
-    if size > MAX_SIZE_M:
-        raise InvalidInputError(f"size_m={size} is larger than the 20 km this library serves in one call; "
-                                "use fetch_many for many points")
-    if radius_m is not None:
-        if isinstance(radius_m, bool) or not isinstance(radius_m, (int, float)) or not math.isfinite(radius_m) \
-                or radius_m <= 0:
-            raise InvalidInputError(f"radius_m must be a positive number of metres or None, got {radius_m!r}")
-        if 2 * radius_m > size:
-            if size_m is not None:
-                raise InvalidInputError(
-                    f"radius_m={radius_m} does not fit in a {size} m window; pass size_m >= {2 * radius_m} or omit it"
-                )
-            size = float(math.ceil(2 * radius_m / settings.resolution_m) * settings.resolution_m)
-        radius_m = float(radius_m)
-    return float(size), radius_m
-
-
-@dataclass(frozen=True)
-class Request:
-    """One point's question: where, which window, which dates, with which settings."""
-
-    lat: float
-    """Latitude (degrees), validated."""
-    lon: float
-    """Longitude (degrees), validated."""
-    radius_m: float | None
-    """Radius of the summary circle (metres), or None for the whole grid."""
-    grid: ChipGrid
-    """The point's own window."""
-    start: datetime
-    """Start of the searched acquisition window (aware UTC)."""
-    end: datetime
-    """End of the searched acquisition window (aware UTC)."""
-    settings: Settings
-    """The settings of the call."""
-
-    def result_key(self, info: ModelInfo) -> str:
-        """Result-cache key: the snapped grid, day window, imagery settings, circle and model."""
-        return stable_key("result", self.grid.cache_key(), window_key(self.start, self.end),
-                          self.settings.key("chip"), self.radius_m,
-                          (round(self.lat, 6), round(self.lon, 6)) if self.radius_m else None,
-                          info.checkpoint.get("sha256"), info.precision)
-
-
-def window_key(start: datetime, end: datetime) -> tuple[str, str]:
-    """Day resolution: "the last 120 days" asked twice on one day is the same question."""
-    return (start.date().isoformat(), end.date().isoformat())
 
 
 @dataclass(frozen=True)
@@ -274,6 +215,12 @@ class Pipeline:
         arrays = {m: a for m, a in chip.arrays.items() if m in info.modalities}
         masks = {m: chip.masks[m] for m in arrays if m in chip.masks}
         probs = runtime.predict(arrays, masks).probabilities
+        for head, p in probs.items():
+            if not np.isfinite(p).all():
+                raise BackendError(
+                    f"the model {info.checkpoint.get('id')!r} ({info.backend}) produced non-finite {head!r} "
+                    "probabilities: its weights or inputs are broken (NaN/inf); re-download or re-export the "
+                    "checkpoint, or try backend='torch' / precision='fp32'")
         return ModelPass(chip=chip, probabilities=probs, info=info, rgb=chip.rgb())
 
     def result(self, request: Request, run: ModelPass, timings: dict[str, float], t_start: float) -> Result:
@@ -338,8 +285,9 @@ class Pipeline:
         s = Settings.resolve(settings)
         req = self.request(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=s)
         timings = {"grid": time.perf_counter() - t_start}
+        deadline = Deadline(s.deadline_s)  # the whole call: model load, imagery, model pass
         t = time.perf_counter()
-        runtime = self.runtimes(s)
+        runtime = self.runtimes(s, deadline)
         timings["load_model"] = time.perf_counter() - t
         caches = get_caches(s)
         rkey = None
@@ -353,7 +301,7 @@ class Pipeline:
 
         def compute() -> Result:
             t = time.perf_counter()
-            chip = self.chip(req.grid, req.start, req.end, s, Deadline(s.deadline_s))
+            chip = self.chip(req.grid, req.start, req.end, s, deadline)
             timings["imagery"] = time.perf_counter() - t
             # the reader's own stages (STAC search, SCL scoring of candidates, pixel reads); absent on a cache hit
             for stage in ("search", "choose", "read"):

@@ -249,10 +249,12 @@ class Result:
         return np.argmax(self.probabilities["lulc"], axis=0), valid
 
     def to_geotiff(self, path: str | Path) -> Path:
-        """Write class maps and probabilities as a georeferenced, tiled GeoTIFF (COG-friendly).
+        """Write class maps and probabilities as a georeferenced, tiled GeoTIFF (COG-friendly); return ``path``.
 
         Bands (with descriptions): ``lulc_class`` (class index), ``building`` (0/1 decision),
         ``p_<class>`` for every land-cover class, ``p_building``; NaN where input was invalid.
+        Written atomically: a failed write leaves an earlier file at ``path`` as it was. A
+        folder as ``path`` is an InvalidInputError.
         """
         from .outputs import write_geotiff
 
@@ -264,13 +266,14 @@ class Result:
         tags = {"checkpoint": str(ck.get("id")), "checkpoint_sha256": str(ck.get("sha256")),
                 "s2_items": ",".join(self.provenance.imagery.get("S2L2A", {}).get("item_ids", []) or []),
                 "class_names": ",".join(self.class_names), "building_threshold": str(self.building_threshold)}
-        return write_geotiff(Path(path), self.grid, layers, valid=valid, tags=tags)
+        return write_geotiff(path, self.grid, layers, valid=valid, tags=tags)
 
     def to_geojson(self, *, simplify_m: float = 10.0) -> dict[str, Any]:
         """Building and land-cover polygons in EPSG:4326 with class name and colour.
 
         One feature per building polygon and per land-cover patch, traced on the grid,
-        simplified by ``simplify_m`` metres in the grid CRS, then reprojected. Properties:
+        simplified by ``simplify_m`` metres in the grid CRS (a finite number >= 0; 0 keeps the
+        pixel outlines; anything else is an InvalidInputError), then reprojected. Properties:
         ``layer`` (``buildings`` | ``lulc``), ``class``, ``color``, ``area_m2``.
         """
         from .outputs import MaskLayer, polygons_geojson
@@ -284,8 +287,19 @@ class Result:
                                 properties={"checkpoint": self.provenance.checkpoint.get("id"),
                                             "s2_acquired": self.provenance.s2_acquired})
 
+    def write_geojson(self, path: str | Path, *, simplify_m: float = 10.0) -> Path:
+        """Write :meth:`to_geojson` to ``path`` as strict JSON, atomically; return ``path``."""
+        from .outputs import write_geojson
+
+        return write_geojson(path, self.to_geojson(simplify_m=simplify_m))
+
     def quicklook(self, path: str | Path) -> Path:
-        """PNG: true colour, land-cover map with legend, building probability, summary outline."""
+        """PNG: true colour, land-cover map with legend, building probability, summary outline.
+
+        Written at exactly ``path`` (atomically) and ``path`` is returned: ``out/quick`` gives a
+        PNG named ``quick``; a suffix naming another image format (``.jpg``, ``.pdf``, ``.svg``)
+        selects that format.
+        """
         from .outputs import quicklook
 
         self._rasters()
@@ -293,7 +307,7 @@ class Result:
         date = (self.provenance.s2_acquired or "?")[:10]
         title = (f"({self.lat:.4f}, {self.lon:.4f})  S2 {date}  model {ck.get('name', ck.get('id'))} "
                  f"{ck.get('version', '')}")
-        return quicklook(Path(path), self.grid, rgb=self.rgb, lulc_map=self.lulc_map, class_names=self.class_names,
+        return quicklook(path, self.grid, rgb=self.rgb, lulc_map=self.lulc_map, class_names=self.class_names,
                          class_colors=self.class_colors, class_fractions=self.lulc_fractions,
                          building_probability=self.building_probability, building_density=self.building_density,
                          summary_area=self.summary_area, title=title)

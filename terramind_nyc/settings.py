@@ -7,6 +7,8 @@ then keyword arguments (highest precedence)::
     r = fetch(40.75, -73.98, settings=s)
 
 Settings are frozen and validated on construction; ``s.replace(...)`` returns a validated copy.
+An unknown keyword, a value of the wrong type or out of range (numbers: :data:`LIMITS`) and a bad
+``TERRAMIND_NYC_*`` variable are each a SettingsError that names the setting and what it takes.
 The table in ``docs/settings.md`` is generated from the field metadata here
 (``python -m terramind_nyc.settings``).
 """
@@ -14,16 +16,20 @@ The table in ``docs/settings.md`` is generated from the field metadata here
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import inspect
 import math
+import numbers
 import os
-from collections.abc import Mapping
+import reprlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .errors import InvalidInputError, SettingsError
 
-__all__ = ["DEFAULT_CHECKPOINT", "ENV_PREFIX", "KEY_SCOPES", "PLANETARY_COMPUTER_URL", "Settings"]
+__all__ = ["DEFAULT_CHECKPOINT", "ENV_PREFIX", "KEY_SCOPES", "LIMITS", "PLANETARY_COMPUTER_URL", "POSITIVE", "Settings"]
 
 ENV_PREFIX = "TERRAMIND_NYC_"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -138,33 +144,36 @@ class Settings:
     cache_dir: str | None = _f(None, "Optional on-disk chip cache directory.", scopes=("caches",))
 
     def __post_init__(self) -> None:
-        _validate(self)
+        for name, value in _validate(self).items():  # each value checked, and normalised (list -> tuple, ...)
+            object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``TERRAMIND_NYC_*`` variables of ``env`` (default ``os.environ``), then ``overrides``."""
+        """Defaults, then ``TERRAMIND_NYC_*`` variables of ``env`` (default ``os.environ``), then ``overrides``.
+
+        A bad variable is a SettingsError naming it (``TERRAMIND_NYC_RECENCY_DAYS='soon' ...``).
+        """
         env = os.environ if env is None else env
-        hints = get_type_hints(cls)
+        if not isinstance(env, Mapping):
+            raise SettingsError(f"env must be a mapping of variable names to strings, got {type(env).__name__}")
+        _reject_unknown(overrides)
+        hints = _hints()
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             key = ENV_PREFIX + f.name.upper()
-            if key in env:
-                values[f.name] = _parse(f.name, hints[f.name], env[key], key)
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            if key in env and f.name not in overrides:
+                raw = env[key]
+                try:
+                    values[f.name] = _check_field(f.name, hints[f.name], _parse(f.name, hints[f.name], raw))
+                except SettingsError as exc:
+                    raise SettingsError(f"{key}={_shown(raw)} is not a valid value for `{f.name}`: {exc}") from None
         values.update(overrides)
-        try:
-            return cls(**values)
-        except TypeError as exc:  # pragma: no cover - defensive
-            raise SettingsError(str(exc)) from exc
+        return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
         """A validated copy with ``changes`` applied."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        _reject_unknown(changes)
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -208,80 +217,171 @@ def _scope_fields() -> dict[str, tuple[str, ...]]:
     return {sc: tuple(f.name for f in fields if sc in f.metadata["scopes"]) for sc in KEY_SCOPES}
 
 
-def _parse(name: str, hint: Any, raw: str, key: str) -> Any:
-    """Parse one environment variable according to the field's type hint."""
-    raw = raw.strip()
-    args = get_args(hint)
-    origin = get_origin(hint)
+#: Documented range of every numeric setting, ``name -> (lowest, highest)``, both inclusive except
+#: that the fields of :data:`POSITIVE` must be above their lowest value. The upper bounds keep every
+#: value inside what the standard library and the services accept (timedelta, thread and socket
+#: timeouts) and inside what makes sense for NYC imagery (a day-long deadline, a century of days).
+LIMITS: Mapping[str, tuple[float, float]] = {
+    "recency_days": (1, 36_500), "scene_prefilter_cloud_pct": (0, 100), "max_cloud": (0, 1), "max_nodata": (0, 1),
+    "min_valid_fraction": (0, 1), "scene_candidates": (1, 1000), "stale_after_days": (1, 36_500),
+    "s1_window_days": (0, 36_500), "size_m": (0, 20_000), "resolution_m": (1, 1000), "threads": (1, 1024),
+    "tile_overlap_px": (0, 1024), "tile_batch": (1, 4096), "http_timeout_s": (0, 86_400), "http_retries": (0, 100),
+    "http_backoff_s": (0, 3600), "deadline_s": (0, 86_400), "io_threads": (1, 1024),
+    "stac_cache_ttl_s": (0, 31_536_000), "chip_cache_bytes": (1, 1 << 50), "result_cache_ttl_s": (0, 31_536_000),
+    "result_cache_size": (1, 10_000_000),
+}
+#: Numeric settings that must lie strictly above their lowest value (a window, a timeout).
+POSITIVE = frozenset({"size_m", "http_timeout_s", "deadline_s"})
+_UNITS = {"_days": " of days", "_pct": " (percent)", "_m": " of metres", "_px": " of pixels", "_s": " of seconds",
+          "_bytes": " of bytes"}
+_PATHS = frozenset({"catalog_path", "checkpoint", "cache_dir"})  # os.PathLike accepted, kept as str
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error message shows it: short, and never an error itself (a 5000-digit int)."""
     try:
-        if type(None) in args and raw.lower() in ("", "none", "null"):
-            return None
-        base = next((a for a in args if a is not type(None)), hint) if args and origin is not tuple and origin is not Literal else hint
-        if get_origin(base) is Literal or origin is Literal:
-            return raw
-        if base is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true/false")
-        if base is int:
-            return int(raw)
-        if base is float:
-            return float(raw)
+        return reprlib.repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:  # field name -> type hint
+    return get_type_hints(Settings)
+
+
+def _reject_unknown(names: Iterable[str]) -> None:
+    known = [f.name for f in dataclasses.fields(Settings)]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        close = [m for n in unknown for m in difflib.get_close_matches(n, known, n=1)]
+        hint = f"did you mean {', '.join(f'`{c}`' for c in close)}? " if close else ""
+        raise SettingsError(f"unknown setting(s) {', '.join(f'`{n}`' for n in unknown)}; {hint}see docs/settings.md")
+
+
+def _strict(init: Callable[..., None]) -> Callable[..., None]:
+    """The dataclass ``__init__``, with a wrong call (unknown keyword, too many positional values) a
+    SettingsError instead of a TypeError."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self: Settings, *args: Any, **kwargs: Any) -> None:
+        _reject_unknown(kwargs)
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise SettingsError(f"{exc}; pass settings as keywords, e.g. Settings(recency_days=60)") from None
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+setattr(Settings, "__init__", _strict(Settings.__init__))
+
+
+def _parse(name: str, hint: Any, raw: Any) -> Any:
+    """Parse one environment variable according to the field's type hint (checked afterwards)."""
+    if not isinstance(raw, str):
+        raise SettingsError(f"an environment value is a string, got {type(raw).__name__}")
+    raw = raw.strip()
+    args, origin = get_args(hint), get_origin(hint)
+    if type(None) in args and raw.lower() in ("", "none", "null"):
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if origin is not tuple and origin is not Literal else hint
+    if base is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError("expected true or false (1/0, yes/no, on/off)")
+    floats = get_origin(base) is tuple and get_args(base)[0] is float
+    try:
+        if base is int or base is float:
+            return base(raw)
         if get_origin(base) is tuple:
-            parts = [p.strip() for p in raw.split(",") if p.strip()]
-            inner = get_args(base)[0]
-            return tuple(float(p) if inner is float else p for p in parts)
-        return raw
-    except ValueError as exc:
-        raise SettingsError(f"{key}={raw!r} is not a valid value for `{name}`: {exc}") from None
+            return tuple(float(p) if floats else p for p in (p.strip() for p in raw.split(",")) if p)
+    except ValueError:
+        what = "a whole number" if base is int else "comma-separated numbers such as '40.49,40.92'" if floats \
+            else "a number"
+        raise SettingsError(f"expected {what}") from None
+    return raw
 
 
-def _validate(s: Settings) -> None:
-    hints = get_type_hints(Settings)
-    for f in dataclasses.fields(s):
-        v = getattr(s, f.name)
-        hint = hints[f.name]
-        lit = hint if get_origin(hint) is Literal else None
-        if lit is not None and v not in get_args(lit):
-            raise SettingsError(f"`{f.name}` must be one of {get_args(lit)}, got {v!r}")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise SettingsError(f"`{f.name}` must be finite, got {v!r}")
+def _number(name: str, value: Any, integer: bool) -> float:
+    """A numeric setting checked against :data:`LIMITS` (an int field takes whole numbers only)."""
+    lo, hi = LIMITS[name]
+    unit = next((u for suffix, u in _UNITS.items() if name.endswith(suffix)), "")
+    rng = f"above {lo:g} and at most {hi:g}" if name in POSITIVE else f"from {lo:g} to {hi:g}"
+    bad = SettingsError(f"`{name}` must be {'a whole' if integer else 'a'} number{unit} {rng}, got {_shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy numbers are Real, np.bool_ not
+        raise bad
+    try:
+        v = float(value)
+    except (OverflowError, TypeError, ValueError):
+        raise bad from None
+    if not math.isfinite(v) or not lo <= v <= hi or (name in POSITIVE and v <= lo) or (integer and not v.is_integer()):
+        raise bad
+    return int(v) if integer else v
 
-    def frac(name: str) -> None:
-        v = getattr(s, name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
-            raise SettingsError(f"`{name}` is a fraction and must lie in 0..1, got {v!r}")
 
-    def positive(name: str, *, allow_zero: bool = False) -> None:
-        v = getattr(s, name)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
-        if not ok:
-            raise SettingsError(f"`{name}` must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+def _check_field(name: str, hint: Any, value: Any) -> Any:
+    """One field's value, checked against its type hint and range, normalised (tuples, str paths)."""
+    args = get_args(hint)
+    if type(None) in args and value is None:
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if get_origin(hint) is not tuple else hint
+    if get_origin(hint) is Literal:
+        if not isinstance(value, str) or value not in args:
+            raise SettingsError(f"`{name}` must be one of {', '.join(repr(a) for a in args)}, got {_shown(value)}")
+        return value
+    if base is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"`{name}` must be True or False, got {_shown(value)}")
+        return bool(value)
+    if base in (int, float):
+        return _number(name, value, base is int)
+    if base is str:
+        if name in _PATHS and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str) or not value.strip():
+            none = " or None" if type(None) in args else ""
+            raise SettingsError(f"`{name}` must be a non-empty string{none}, got {_shown(value)}; see docs/settings.md")
+        return value
+    if name in ("domain_lat", "domain_lon"):
+        lim = 90 if name == "domain_lat" else 180
+        bad = SettingsError(f"`{name}` must be (min, max) degrees with -{lim} <= min < max <= {lim}, got "
+                            f"{_shown(value)}; e.g. {_shown(getattr(Settings, name))}")
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise bad
+        try:
+            lo, hi = (float(v) for v in value if isinstance(v, numbers.Real) and not isinstance(v, bool))
+        except (ValueError, TypeError, OverflowError):  # too few numbers, or one too large for a float
+            raise bad from None
+        if not -lim <= lo < hi <= lim:
+            raise bad
+        return lo, hi
+    # onnx_providers: the one tuple of strings
+    if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value \
+            or not all(isinstance(v, str) and v.strip() for v in value):
+        raise SettingsError(f"`{name}` must be a non-empty list of names such as ('CPUExecutionProvider',), got "
+                            f"{_shown(value)}")
+    return tuple(value)
 
-    for name in ("max_cloud", "max_nodata", "min_valid_fraction"):
-        frac(name)
-    for name in ("recency_days", "stale_after_days", "scene_candidates", "size_m", "resolution_m", "tile_batch",
-                 "http_timeout_s", "deadline_s", "io_threads", "chip_cache_bytes", "result_cache_size"):
-        positive(name)
-    for name in ("s1_window_days", "tile_overlap_px", "http_retries", "http_backoff_s",
-                 "stac_cache_ttl_s", "result_cache_ttl_s"):
-        positive(name, allow_zero=True)
-    if not 0 <= s.scene_prefilter_cloud_pct <= 100:
-        raise SettingsError(f"`scene_prefilter_cloud_pct` is a percentage 0..100, got {s.scene_prefilter_cloud_pct!r}")
-    if s.threads is not None and (not isinstance(s.threads, int) or s.threads < 1):
-        raise SettingsError(f"`threads` must be a positive integer or None, got {s.threads!r}")
-    for name, lo, hi in (("domain_lat", -90, 90), ("domain_lon", -180, 180)):
-        rng = getattr(s, name)
-        if len(rng) != 2 or not (lo <= rng[0] < rng[1] <= hi):
-            raise SettingsError(f"`{name}` must be (min, max) within [{lo}, {hi}], got {rng!r}")
-    if s.catalog_provider == "local" and not s.catalog_path:
+
+def _validate(s: Settings) -> dict[str, Any]:
+    """Every field of ``s`` checked (SettingsError naming the first bad one), as normalised values."""
+    hints = _hints()
+    values = {f.name: _check_field(f.name, hints[f.name], getattr(s, f.name)) for f in dataclasses.fields(s)}
+    provider = values["catalog_provider"]
+    if provider == "local" and values["catalog_path"] is None:
         raise SettingsError("catalog_provider='local' needs `catalog_path` (an ItemCollection file or item folder)")
-    if not s.checkpoint:
-        raise SettingsError("`checkpoint` must name a local artifact directory or a Hugging Face repo id")
-    if not s.onnx_providers:
-        raise SettingsError("`onnx_providers` must list at least one execution provider")
+    if provider != "local" and not values["catalog_url"].lower().startswith(("http://", "https://")):
+        raise SettingsError(f"catalog_provider={provider!r} needs `catalog_url`, an http(s) URL of a STAC API root, "
+                            f"got {_shown(values['catalog_url'])}")
+    if values["size_m"] < values["resolution_m"]:
+        raise SettingsError(f"`size_m`={values['size_m']:g} is smaller than one {values['resolution_m']:g} m pixel "
+                            "(`resolution_m`); pass a larger size_m")
+    return values
 
 
 def settings_table() -> str:

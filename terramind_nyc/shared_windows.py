@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .dates import resolve_when
 from .deadline import Deadline
 from .errors import TerramindNYCError
-from .pipeline import Request
+from .request import Request
 from .result import BatchItem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,9 +87,10 @@ def run_shared_window(pipeline: Pipeline, members: list[tuple[int, ChipGrid]],
     try:
         window = union_grid(g for _, g in members)
         start, end = resolve_when(when, settings)
-        runtime = pipeline.runtimes(settings)
+        deadline = Deadline(settings.deadline_s)
+        runtime = pipeline.runtimes(settings, deadline)
         t = time.perf_counter()
-        chip = pipeline.chip(window, start, end, settings, Deadline(settings.deadline_s))
+        chip = pipeline.chip(window, start, end, settings, deadline)
         t_img = time.perf_counter() - t
         t = time.perf_counter()
         run = pipeline.run_model(chip, runtime)

@@ -145,7 +145,7 @@ def fakes():
     clear_caches()
     reader, runtime = FakeReader(), FakeRuntime()
     switch = SwitchableReader(reader)
-    with use_pipeline(Pipeline(reader=switch, runtimes=lambda settings: runtime)):
+    with use_pipeline(Pipeline(reader=switch, runtimes=lambda settings, deadline=None: runtime)):
         yield Fakes(reader, runtime, switch)
     clear_caches()
 

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from terramind_nyc.cache import Caches, clear_caches, get_caches, stable_key
 from terramind_nyc.settings import Settings
@@ -94,3 +95,44 @@ def test_disk_chips_round_trip_without_pickle(tmp_path: Path) -> None:
     assert c.read_disk("abc") is None  # unreadable entry: ignored with a log line, never raised
     assert Caches(Settings()).read_disk("abc") is None  # no cache_dir: nothing on disk
 
+
+
+def test_disk_chip_write_failing_mid_way_keeps_the_old_entry(tmp_path: Path, monkeypatch) -> None:
+    c = Caches(Settings(cache_dir=str(tmp_path)))
+    c.write_disk("k", {"a": np.zeros(3)}, {"v": 1})
+    old = (tmp_path / "chip-k.npz").read_bytes()
+
+    def broken(fh, **arrays):
+        fh.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(KeyboardInterrupt):
+        c.write_disk("k", {"a": np.ones(3)}, {"v": 2})
+    assert (tmp_path / "chip-k.npz").read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chip-k.json", "chip-k.npz"]  # no temp file left
+
+
+def test_disk_chip_entries_get_the_normal_file_mode(tmp_path: Path) -> None:
+    from terramind_nyc.atomic import new_file_mode
+
+    Caches(Settings(cache_dir=str(tmp_path))).write_disk("k", {"a": np.zeros(3)}, {})
+    for p in tmp_path.iterdir():
+        assert p.stat().st_mode & 0o777 == new_file_mode()
+
+
+def test_unusable_disk_entries_are_misses_and_a_file_as_cache_dir_only_warns(tmp_path: Path, caplog) -> None:
+    c = Caches(Settings(cache_dir=str(tmp_path)))
+    c.write_disk("k", {"a": np.zeros(3)}, {})
+    good = (tmp_path / "chip-k.npz").read_bytes()
+    (tmp_path / "chip-k.npz").write_bytes(good[: len(good) // 2])  # a truncated zip
+    assert c.read_disk("k") is None
+    (tmp_path / "chip-k.npz").write_bytes(good)
+    (tmp_path / "chip-k.json").write_text("[1, 2]")  # metadata that is not an object
+    assert c.read_disk("k") is None
+    (tmp_path / "chip-k.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert c.read_disk("k") is None
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    Caches(Settings(cache_dir=str(blocker))).write_disk("k", {"a": np.zeros(3)}, {})  # logged, not raised
+    assert "not writing the on-disk chip cache" in caplog.text

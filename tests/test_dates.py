@@ -88,3 +88,48 @@ def test_when_ending_in_the_future_is_cut_at_now() -> None:
 def test_when_rejects_bad_windows(when: Any, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         resolve_when(when, Settings(), now=NOW)
+
+
+# ----------------------------------------------------------------------------------------
+# The ends of the calendar: never an OverflowError
+# ----------------------------------------------------------------------------------------
+EAST, WEST = timezone(timedelta(hours=5)), timezone(timedelta(hours=-5))
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        (datetime(1, 1, 1), "before Sentinel-2 data begins (2015-06-23)"),
+        (datetime.min, "the date window ends 0001-01-01"),
+        ("0001-01-01", "pass a later date"),
+        (date(1, 1, 1), "pass a later date"),
+        (date.min, "pass a later date"),
+        (datetime(1, 1, 1, tzinfo=EAST), "lies outside the dates UTC can hold"),
+        ("0001-01-01T00:00+05:00", "pass a date between 2015-06-23 and now"),
+        (datetime(9999, 12, 31, 23, tzinfo=WEST), "lies outside the dates UTC can hold"),
+        ("9999-12-31", "lies in the future"),
+        (date.max, "lies in the future"),
+        (datetime.max, "lies in the future"),
+        (("0001-01-02", "0001-01-01"), "reversed"),
+        ((None, "0001-01-01"), "before Sentinel-2"),
+        (("9999-12-31", None), "starts in the future"),
+        pytest.param(10**5000, "got int <unprintable int>", id="int-too-long-to-print"),
+        ([datetime(2024, 1, 1)], "exactly (start, end)"),
+    ],
+)
+def test_extreme_dates_are_input_errors(when: Any, message: str):
+    with pytest.raises(InvalidInputError) as e:
+        resolve_when(when, Settings(recency_days=36_500), now=NOW)
+    assert message in str(e.value)
+
+
+def test_the_longest_window_from_the_first_days_is_held_at_year_1():
+    start, end = resolve_when(("0001-01-01", "2024-01-01"), now=NOW)
+    assert start == datetime(1, 1, 1, tzinfo=UTC) and end == datetime(2024, 1, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    start, end = resolve_when("2016-01-01", Settings(recency_days=36_500), now=NOW)
+    assert start.year == 1916 and end.date() == date(2016, 1, 1)
+
+
+def test_parse_iso_of_an_instant_outside_utc_is_none():
+    assert parse_iso("0001-01-01T00:00:00+05:00") is None
+    assert parse_iso("9999-12-31T23:59:59-05:00") is None

@@ -34,3 +34,23 @@ def test_call_with_deadline_returns_raises_or_stops_waiting():
     with pytest.raises(DeadlineExceededError, match="hang at slow:1"):
         call_with_deadline(lambda: time.sleep(2), Deadline(0.2), "hang", "slow:1")
     assert time.perf_counter() - t < 1.5  # stopped waiting at the deadline, not at the call's end
+
+
+def test_a_huge_deadline_waits_as_long_as_the_standard_library_allows():
+    import threading
+    from concurrent.futures import Future, wait
+
+    d = Deadline(1e300)
+    assert d.timeout() == threading.TIMEOUT_MAX and d.timeout(2.0) == 2.0
+    wait([Future()], timeout=d.timeout(0.01))  # what _tasks.py and backends.py do: no OverflowError
+    assert threading.Event().wait(timeout=Deadline(1e300).timeout(0.01)) is False
+    assert call_with_deadline(lambda: 7, Deadline(1e300), "step", "svc") == 7
+    assert Deadline(10**300).seconds == 1e300  # any finite real, an int too
+
+
+@pytest.mark.parametrize("bad", [pytest.param(10**400, id="huge-int"), pytest.param(10**5000, id="int-too-long"),
+                                 float("inf"), -float("inf"), None.__class__, [1], b"1"])
+def test_a_deadline_is_a_finite_positive_number(bad):
+    with pytest.raises(InvalidInputError, match=r"a deadline must be a finite number of seconds > 0 or None") as e:
+        Deadline(bad)
+    assert "pass e.g. 120" in str(e.value) and len(str(e.value)) < 300

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from terramind_nyc.errors import InvalidInputError, InvalidLocationError
-from terramind_nyc.grid import ChipGrid, chip_grid, summary_mask, union_grid
+from terramind_nyc.grid import ChipGrid, as_metres, chip_grid, summary_mask, union_grid
 from terramind_nyc.location import validate_location
 from terramind_nyc.settings import Settings
 
@@ -310,3 +310,57 @@ def test_invalid_coordinates_are_rejected_before_any_search() -> None:
                      (-73.98, 40.75), (51.5, -0.12)]:
         with pytest.raises(InvalidLocationError):
             chip_grid(lat, lon)
+
+
+# ----------------------------------------------------------------------------------------
+# The distance gate and the junk a grid is never built from
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad", [pytest.param(10**400, id="huge-int"), pytest.param(-(2**1100), id="huge-negative-int"),
+            pytest.param(10**5000, id="int-too-long-to-print"), None, [640], b"640", np.bool_(True), -0.0, 5e-324 * 0])
+def test_as_metres_refuses_what_is_not_a_positive_distance(bad: object) -> None:
+    with pytest.raises(InvalidInputError, match="size_m must be a") as e:
+        as_metres(bad, "size_m")
+    assert len(str(e.value)) < 300
+
+
+def test_as_metres_takes_any_positive_real() -> None:
+    assert as_metres(640, "size_m") == 640.0 and type(as_metres(np.float32(2.5), "r")) is float
+    assert as_metres(np.int64(10), "r") == 10.0 and as_metres(5e-324, "r") == 5e-324
+
+
+@pytest.mark.parametrize("bad", [pytest.param(10**400, id="huge-int"), "500", [500]])
+def test_huge_sizes_and_radii_are_input_errors(bad: object) -> None:
+    with pytest.raises(InvalidInputError, match="size_m"):
+        chip_grid(*ESB, size_m=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="radius_m"):
+        summary_mask(chip_grid(*ESB), *ESB, radius_m=bad)  # type: ignore[arg-type]
+
+
+def test_a_grid_has_at_most_max_side_px_a_side() -> None:
+    from terramind_nyc.grid import MAX_SIDE_PX
+
+    assert chip_grid(*ESB, size_m=MAX_SIDE_PX * 10.0).width == MAX_SIDE_PX
+    with pytest.raises(InvalidInputError, match="pass a smaller size_m"):
+        chip_grid(*ESB, size_m=1e12)
+
+
+@pytest.mark.parametrize("bounds", [None, 5, ("a", 0, 10, 10), (0, 0, 10**400, 10), [[0], 0, 10, 10]])
+def test_from_bounds_refuses_junk(bounds: object) -> None:
+    with pytest.raises(InvalidInputError, match="bounds must be finite"):
+        ChipGrid.from_bounds("EPSG:32618", bounds, 10.0)  # type: ignore[arg-type]
+
+
+def test_from_bounds_and_from_dict_refuse_bad_crs_centre_and_dicts() -> None:
+    with pytest.raises(InvalidInputError, match="a CRS is a string"):
+        ChipGrid.from_bounds(32618, (0, 0, 10, 10), 10.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"set Settings\(crs=...\)"):
+        ChipGrid.from_bounds("EPSG:nope", (0, 0, 10, 10), 10.0)
+    with pytest.raises(InvalidLocationError, match="latitude"):
+        ChipGrid.from_bounds("EPSG:32618", (0, 0, 10, 10), 10.0, center=(10**400, 0.0))
+    d = chip_grid(*ESB).to_dict()
+    for bad in ({}, {**d, "transform": [1]}, {**d, "width": "wide"}, {**d, "resolution": 10**400}, [1, 2]):
+        with pytest.raises(InvalidInputError, match="not a ChipGrid.to_dict"):
+            ChipGrid.from_dict(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="unknown CRS"):
+        ChipGrid.from_dict({**d, "crs": "EPSG:nope"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,144 @@ def test_quicklook_writes_a_png(tmp_path, grid):
     with pytest.raises(InvalidInputError, match="shape"):
         quicklook(tmp_path / "q.png", grid, rgb=None, lulc_map=lulc[:3], class_names=(), class_colors=(),
                   class_fractions={}, building_probability=np.zeros(grid.shape), building_density=None)
+
+
+# --- files: atomic writes and edge values -----------------------------------------------------------------------
+
+def _hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_geotiff_failing_mid_write_keeps_the_old_file(tmp_path, grid, monkeypatch):
+    rasterio = pytest.importorskip("rasterio")
+    a = np.ones(grid.shape, np.float32)
+    path = write_geotiff(tmp_path / "x.tif", grid, [("a", a)])
+    good = path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tif"]  # no sidecar, no temp
+
+    def broken_write(self, *args, **kwargs):
+        raise rasterio.errors.RasterioIOError("disk full (simulated) in the middle of the write")
+
+    monkeypatch.setattr(rasterio.io.DatasetWriter, "write", broken_write)
+    with pytest.raises(rasterio.errors.RasterioIOError, match="simulated"):
+        write_geotiff(path, grid, [("a", a * 5), ("b", a)])
+    assert path.read_bytes() == good and _hidden(tmp_path) == []
+
+
+def test_geotiff_interrupted_keeps_the_old_file(tmp_path, grid, monkeypatch):
+    rasterio = pytest.importorskip("rasterio")
+    path = write_geotiff(tmp_path / "x.tif", grid, [("a", np.ones(grid.shape, np.float32))])
+    good = path.read_bytes()
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rasterio.io.DatasetWriter, "update_tags", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_geotiff(path, grid, [("a", np.zeros(grid.shape, np.float32))], tags={"k": "v"})
+    assert path.read_bytes() == good and _hidden(tmp_path) == []
+
+
+def test_geotiff_edge_inputs_are_invalid_input(tmp_path, grid):
+    a = np.zeros(grid.shape, np.float32)
+    with pytest.raises(InvalidInputError, match="is a directory"):
+        write_geotiff(tmp_path, grid, [("a", a)])
+    with pytest.raises(InvalidInputError, match="shape"):
+        write_geotiff(tmp_path / "x.tif", grid, [("a", np.zeros((2, *grid.shape), np.float32))])
+    with pytest.raises(InvalidInputError, match="valid"):
+        write_geotiff(tmp_path / "x.tif", grid, [("a", a)], valid=np.ones((3, 3), bool))
+    with pytest.raises(InvalidInputError, match="numbers"):
+        write_geotiff(tmp_path / "x.tif", grid, [("a", np.full(grid.shape, "x", object))])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_geotiff_tag_values_are_written_as_text(tmp_path, grid):
+    rasterio = pytest.importorskip("rasterio")
+    path = write_geotiff(tmp_path / "x.tif", grid, [("a", np.zeros(grid.shape))], tags={"threshold": 0.5, "n": None})
+    with rasterio.open(path) as src:
+        assert src.tags()["threshold"] == "0.5" and src.tags()["n"] == "None"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, -0.5, "10", None, True, [1]],
+                         ids=["nan", "inf", "minus-one", "negative", "string", "none", "bool", "list"])
+def test_polygons_refuse_bad_simplify_m(grid, bad):
+    with pytest.raises(InvalidInputError, match="simplify_m"):
+        polygons_geojson(grid, [], simplify_m=bad)
+
+
+def test_polygons_accept_numpy_tolerances_and_refuse_masks_off_the_grid(grid):
+    assert polygons_geojson(grid, [], simplify_m=np.float32(2.5))["features"] == []
+    with pytest.raises(InvalidInputError, match="shape"):
+        polygons_geojson(grid, [MaskLayer("buildings", "building", "#f00", np.zeros((3, 3), bool))])
+
+
+def test_write_geojson_is_strict_json_and_atomic(tmp_path, grid, monkeypatch):
+    import json
+
+    from terramind_nyc.outputs import write_geojson
+
+    path = write_geojson(tmp_path / "p.geojson", {"type": "FeatureCollection", "features": [],
+                                                   "properties": {"x": float("nan")}})
+    assert json.loads(path.read_text()) == {"type": "FeatureCollection", "features": [], "properties": {"x": None}}
+    good = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("simulated")
+
+    monkeypatch.setattr("os.replace", broken)
+    with pytest.raises(OSError, match="simulated"):
+        write_geojson(path, {"type": "FeatureCollection", "features": [1]})
+    assert path.read_bytes() == good and _hidden(tmp_path) == []
+    with pytest.raises(InvalidInputError, match="mapping"):
+        write_geojson(tmp_path / "q.geojson", "not a mapping")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="is a directory"):
+        write_geojson(tmp_path, {})
+
+
+def _quicklook(path, grid, **kw):
+    args = {"rgb": None, "lulc_map": np.zeros(grid.shape, np.uint8), "class_names": ("water",),
+            "class_colors": ("#00f",), "class_fractions": {"water": 1.0},
+            "building_probability": np.zeros(grid.shape, np.float32), "building_density": 0.0}
+    args.update(kw)
+    return quicklook(path, grid, **args)
+
+
+def test_quicklook_writes_exactly_the_path_given(tmp_path, grid):
+    pytest.importorskip("matplotlib")
+    bare = _quicklook(tmp_path / "out" / "quick", grid)
+    assert bare == tmp_path / "out" / "quick" and bare.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["quick"]
+    odd = _quicklook(tmp_path / "q.v2", grid)  # a suffix that is no image format: still a PNG, same name
+    assert odd.read_bytes()[:4] == b"\x89PNG"
+    jpg = _quicklook(tmp_path / "q.jpg", grid)  # a suffix naming a format selects it
+    assert jpg.read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_quicklook_failing_keeps_the_old_file_and_closes_the_figure(tmp_path, grid, monkeypatch):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from matplotlib.figure import Figure
+
+    path = _quicklook(tmp_path / "q.png", grid)
+    good = path.read_bytes()
+    before = len(plt.get_fignums())
+
+    def broken(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise RuntimeError("simulated savefig failure")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        _quicklook(path, grid)
+    assert path.read_bytes() == good and _hidden(tmp_path) == []
+    assert len(plt.get_fignums()) == before
+
+
+def test_quicklook_edge_inputs_are_invalid_input(tmp_path, grid):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(InvalidInputError, match="is a directory"):
+        _quicklook(tmp_path, grid)
+    with pytest.raises(InvalidInputError, match="rgb"):
+        _quicklook(tmp_path / "q.png", grid, rgb=np.zeros(grid.shape, np.uint8))
+    with pytest.raises(InvalidInputError, match="summary_area"):
+        _quicklook(tmp_path / "q.png", grid, summary_area=np.ones((2, 2), bool))
+    assert list(tmp_path.iterdir()) == []

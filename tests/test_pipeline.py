@@ -20,7 +20,7 @@ def _fresh_caches():
 
 def test_a_pipeline_runs_its_own_reader_and_runtime_without_installing_them():
     reader, runtime = FakeReader(), FakeRuntime()
-    p = Pipeline(reader=reader, runtimes=lambda settings: runtime)
+    p = Pipeline(reader=reader, runtimes=lambda settings, deadline=None: runtime)
     r = p.fetch(*ESB, settings=Settings(cache_enabled=False))
     assert reader.calls == 1 and runtime.calls == 1
     assert r.provenance.backend == "fake" and r.provenance.catalog == "fake"
@@ -31,7 +31,7 @@ def test_a_pipeline_runs_its_own_reader_and_runtime_without_installing_them():
 def test_use_pipeline_installs_and_restores(tmp_path):
     default = current_pipeline()
     reader, runtime = FakeReader(), FakeRuntime()
-    with use_pipeline(Pipeline(reader=reader, runtimes=lambda settings: runtime)) as p:
+    with use_pipeline(Pipeline(reader=reader, runtimes=lambda settings, deadline=None: runtime)) as p:
         assert current_pipeline() is p
         fetch(*ESB, settings=Settings(cache_enabled=False))
         assert reader.calls == 1
@@ -46,10 +46,10 @@ def test_use_pipeline_installs_and_restores(tmp_path):
 def test_chip_cache_on_disk_serves_a_new_process_without_the_reader(tmp_path):
     s = Settings(cache_dir=str(tmp_path))
     reader, runtime = FakeReader(), FakeRuntime()
-    first = Pipeline(reader=reader, runtimes=lambda settings: runtime).fetch(*ESB, settings=s)
+    first = Pipeline(reader=reader, runtimes=lambda settings, deadline=None: runtime).fetch(*ESB, settings=s)
     clear_caches()  # memory gone, disk stays: like a new process
     again = Pipeline(reader=FakeReader(fail=AssertionError("read again")),
-                     runtimes=lambda settings: runtime).fetch(*ESB, settings=s)
+                     runtimes=lambda settings, deadline=None: runtime).fetch(*ESB, settings=s)
     assert reader.calls == 1 and again.building_density == first.building_density
     assert again.provenance.imagery["S2L2A"]["item_ids"] == ["S2A_FAKE"]
 

@@ -146,3 +146,130 @@ def test_key_scopes_hold_what_they_promise():
     assert set(dict(s.key("model"))) < set(dict(s.key("runtime")))
     with pytest.raises(SettingsError, match="scope"):
         s.key("imagery")
+
+
+# ----------------------------------------------------------------------------------------
+# Every bad keyword, type and value is a SettingsError (never a TypeError or OverflowError)
+# ----------------------------------------------------------------------------------------
+def _numeric_fields():
+    import dataclasses
+    from typing import get_type_hints
+
+    hints = get_type_hints(Settings)
+    return [f.name for f in dataclasses.fields(Settings) if hints[f.name] in (int, float, int | None)]
+
+
+def test_every_numeric_setting_has_a_documented_range():
+    from terramind_nyc.settings import LIMITS, POSITIVE
+
+    assert sorted(LIMITS) == sorted(_numeric_fields())
+    assert POSITIVE <= set(LIMITS)
+    s = Settings()
+    for name, (lo, hi) in LIMITS.items():
+        v = getattr(s, name)
+        assert v is None or lo <= v <= hi, name  # the defaults lie inside
+
+
+@pytest.mark.parametrize("name", _numeric_fields())
+def test_numeric_settings_refuse_every_kind_of_bad_number(name):
+    from terramind_nyc.settings import LIMITS, POSITIVE
+
+    lo, hi = LIMITS[name]
+    below = lo if name in POSITIVE else lo - 1
+    for bad in (10**400, -(10**400), 10**5000, float("nan"), float("inf"), True, "1", [1], below, hi * 2 + 1):
+        with pytest.raises(SettingsError, match=f"`{name}` must be a"):
+            Settings(**{name: bad})
+    if name not in ("size_m",):  # size_m may not be below one pixel (resolution_m)
+        assert getattr(Settings(**{name: hi}), name) == hi
+    assert Settings(**{name: getattr(Settings(), name)}) == Settings()
+
+
+def test_values_are_normalised_to_the_declared_types():
+    import numpy as np
+
+    s = Settings(recency_days=np.int64(30), size_m=640, max_cloud=np.float32(0.5), domain_lat=[40.5, 40.9],
+                 onnx_providers=["CPUExecutionProvider"], tile_batch=4.0)
+    assert type(s.recency_days) is int and type(s.size_m) is float and type(s.max_cloud) is float
+    assert s.domain_lat == (40.5, 40.9) and s.onnx_providers == ("CPUExecutionProvider",) and type(s.tile_batch) is int
+    hash(s)
+    assert Settings(**s.to_dict()) == s
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"foo": 1}, "unknown setting(s) `foo`; see docs/settings.md"),
+        ({"recency": 3}, "did you mean `recency_days`?"),
+        ({"domain_lat": None}, "`domain_lat` must be (min, max)"),
+        ({"domain_lat": (40, 10**400)}, "`domain_lat` must be (min, max)"),
+        ({"domain_lon": ("a", "b")}, "`domain_lon` must be (min, max)"),
+        ({"catalog_provider": "stac-api", "catalog_url": None}, "`catalog_url` must be a non-empty string"),
+        ({"catalog_provider": "stac-api", "catalog_url": "file:///x"}, "needs `catalog_url`, an http(s) URL"),
+        ({"catalog_provider": "local", "catalog_path": ""}, "`catalog_path` must be a non-empty string or None"),
+        ({"scene_prefilter_cloud_pct": "x"}, "`scene_prefilter_cloud_pct` must be a number (percent)"),
+        ({"crs": 32618}, "`crs` must be a non-empty string"),
+        ({"onnx_providers": ()}, "`onnx_providers` must be a non-empty list"),
+        ({"onnx_providers": ["CPUExecutionProvider", 3]}, "`onnx_providers` must be a non-empty list"),
+        ({"cache_enabled": 1}, "`cache_enabled` must be True or False"),
+        ({"backend": ["torch"]}, "`backend` must be one of"),
+        ({"checkpoint_revision": ""}, "`checkpoint_revision` must be a non-empty string or None"),
+        ({"size_m": 5.0}, "smaller than one 10 m pixel"),
+    ],
+)
+def test_bad_settings_say_what_the_setting_takes(kw, message):
+    import re
+
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        Settings(**kw)
+
+
+def test_wrong_calls_are_settings_errors_not_type_errors():
+    with pytest.raises(SettingsError, match="pass settings as keywords"):
+        Settings(*["x"] * 60)
+    with pytest.raises(SettingsError, match="unknown setting"):
+        Settings().replace(foo=1)
+    assert Settings.__init__.__name__ == "__init__"  # the dataclass signature is kept for help() and mypy
+    import inspect
+
+    assert "recency_days" in inspect.signature(Settings).parameters
+
+
+def test_paths_may_be_path_objects(tmp_path):
+    s = Settings(catalog_provider="local", catalog_path=tmp_path / "items.json", cache_dir=tmp_path,
+                 checkpoint=tmp_path)
+    assert s.catalog_path == str(tmp_path / "items.json") and s.cache_dir == str(tmp_path)
+    assert s.checkpoint == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RECENCY_DAYS", "1e5", "expected a whole number"),
+        ("RECENCY_DAYS", "9" * 5000, "expected a whole number"),
+        ("RECENCY_DAYS", "99999999", "from 1 to 36500"),
+        ("MAX_CLOUD", "lots", "expected a number"),
+        ("DEADLINE_S", "nan", "above 0 and at most 86400"),
+        ("DOMAIN_LAT", "40,b", "comma-separated numbers"),
+        ("DOMAIN_LON", "-73", "`domain_lon` must be (min, max)"),
+        ("CACHE_ENABLED", "sometimes", "expected true or false"),
+        ("PRECISION", "half", "must be one of"),
+        ("CATALOG_URL", "", "non-empty string"),
+    ],
+)
+def test_bad_env_values_name_the_variable_and_what_it_takes(variable, value, message):
+    import re
+
+    with pytest.raises(SettingsError, match=re.escape(f"TERRAMIND_NYC_{variable}=")) as e:
+        Settings.from_env({f"TERRAMIND_NYC_{variable}": value})
+    assert message in str(e.value) and len(str(e.value)) < 600
+
+
+def test_from_env_takes_only_a_mapping_of_strings(monkeypatch):
+    with pytest.raises(SettingsError, match="env must be a mapping"):
+        Settings.from_env(["TERRAMIND_NYC_RECENCY_DAYS=3"])  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match="is a string"):
+        Settings.from_env({"TERRAMIND_NYC_RECENCY_DAYS": 3})  # type: ignore[dict-item]
+    monkeypatch.setenv("TERRAMIND_NYC_RECENCY_DAYS", "soon")
+    assert Settings.from_env(recency_days=9).recency_days == 9  # an override wins over a bad variable
+    with pytest.raises(SettingsError, match="TERRAMIND_NYC_RECENCY_DAYS='soon'"):
+        Settings.resolve(None)

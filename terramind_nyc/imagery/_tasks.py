@@ -30,8 +30,10 @@ class PoolSlot:
 
     Threads that already read once skip GDAL's and PROJ's per-thread start-up (about 70 ms of a
     parallel chip read on two cores). A pool with abandoned work still running (a hung server,
-    see :class:`Runner`) is retired: the next request gets a fresh pool and the old threads
-    exit once their HTTP timeouts end them. A forked child never reuses its parent's pool.
+    see :class:`Runner`) is retired: the next request gets a fresh pool. A retired pool is never
+    shut down, because other requests may still hold it and submit to it: it is only forgotten,
+    and its threads exit once the last request holding it is gone and their HTTP timeouts have
+    ended the abandoned reads. A forked child never reuses its parent's pool.
     """
 
     _lock = threading.Lock()
@@ -48,11 +50,11 @@ class PoolSlot:
 
     @classmethod
     def retire(cls, threads: int, pool: ThreadPoolExecutor) -> None:
+        """Stop handing ``pool`` to new requests (it is not shut down: see the class docstring)."""
         with cls._lock:
             entry = cls._pools.get(threads)
             if entry is not None and entry[1] is pool:
                 del cls._pools[threads]
-        pool.shutdown(wait=False)
 
 
 class Runner:

@@ -100,17 +100,19 @@ class StacApiBackend:
         def run() -> list[dict[str, Any]]:
             try:
                 client = self._open()
-            except Exception as exc:  # noqa: BLE001 - any failure of a dependency becomes CatalogError
+            except Exception as exc:
+                status = _status_of(exc)
                 raise CatalogError(
-                    f"opening the STAC API {self.source} failed ({type(exc).__name__}: {redact(str(exc))[:300]}); "
-                    "check `catalog_url` and the network, or try again later"
+                    f"opening the STAC API {self.source} failed ({type(exc).__name__}"
+                    f"{f' HTTP {status}' if status else ''}: {redact(str(exc))[:300]}); "
+                    + _advice(status, self._retries, default="check `catalog_url` and the network, or try again later")
                 ) from None
             kw = self._search_kwargs(collection, bbox, start, end, cloud_lt, limit)
             attempt = 0
             while True:
                 try:
                     return list(client.search(**kw).items_as_dicts())
-                except Exception as exc:  # noqa: BLE001 - any failure of a dependency becomes CatalogError
+                except Exception as exc:
                     # urllib3 retries connection failures, timeouts, 429 and 5xx; a body cut off
                     # mid-transfer surfaces only after that, so it is retried here.
                     delay = min(8.0, self._backoff * 2 ** attempt)
@@ -120,11 +122,10 @@ class StacApiBackend:
                                   type(exc).__name__, attempt, delay)
                         time.sleep(delay)
                         continue
-                    status = getattr(exc, "status_code", None)
-                    advice = ("the server refused the search: check `catalog_url` and the collection ids"
-                              if isinstance(status, int) and 400 <= status < 500 and status != 429 else
-                              "the service may be down or overloaded: try again later, or raise `http_retries` "
-                              "/ `http_timeout_s`")
+                    status = _status_of(exc)
+                    advice = _advice(status, self._retries,
+                                     default="the service may be down or overloaded: try again later, or raise "
+                                             "`http_retries` / `http_timeout_s`")
                     raise CatalogError(
                         f"{step} at {self.source} failed ({type(exc).__name__}"
                         f"{f' HTTP {status}' if status else ''}: {redact(str(exc))[:300]}); {advice}"
@@ -134,6 +135,32 @@ class StacApiBackend:
 
     def __repr__(self) -> str:
         return f"<StacApiBackend {self.source}>"
+
+
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status of a failed request: pystac-client's ``APIError.status_code``, or the
+    ``response`` of a requests ``HTTPError``; None when no answer came (connection, timeout)."""
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) and 100 <= status <= 599 else None
+
+
+def _advice(status: int | None, retries: int, *, default: str) -> str:
+    """What to do about a STAC API answer with ``status`` (``default`` when there is none)."""
+    if status in (401, 403):
+        return (f"the STAC API refused access (HTTP {status}): the service needs valid credentials; check "
+                "`catalog_url` and the key or token it expects (PC_SDK_SUBSCRIPTION_KEY for the Planetary Computer)")
+    if status in (404, 410):
+        return (f"the STAC API has no such endpoint or collection (HTTP {status}): check `catalog_url` and the "
+                "collection ids (`s2_collection`, `s1_collection`, `dem_collection`); the catalog may have moved")
+    if status is not None and (status in (408, 429) or status >= 500):
+        busy = "is rate limiting" if status == 429 else "kept failing"
+        return (f"the service {busy} (HTTP {status}) after {retries} retries: try again later, or raise "
+                "`http_retries` / `http_backoff_s` / `http_timeout_s`")
+    if status is not None and 400 <= status < 500:
+        return "the server refused the search: check `catalog_url` and the collection ids"
+    return default
 
 
 _retry_cls: Any = None

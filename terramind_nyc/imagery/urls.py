@@ -13,7 +13,31 @@ __all__ = ["Signer", "make_signer", "planetary_computer_signer", "redact", "serv
 #: Asset URL signer: takes an href, returns the href to read (possibly with a token).
 Signer = Callable[[str], str]
 
-_QUERY_RE = re.compile(r"(?i)\b((?:https?|s3|gs|az)://[^\s'\"?#]*)[?#][^\s'\"]*")
+#: Characters that end a URL or a query string inside free text (quotes, brackets, whitespace).
+_END = r"\s'\"<>()\[\]{}`"
+#: A URL with a scheme (``/vsicurl/https://...`` included): its query string and fragment go.
+#: The rest of a query string: up to the end of the URL, less trailing punctuation (``...?sig=x: 403``).
+_REST = rf"[^{_END}]*?(?=[:.,;]*(?:[{_END}]|$))"
+_QUERY_RE = re.compile(rf"(?i)\b((?:https?|s3|gs|az|abfss?|wasbs?)://[^{_END}?#]*)[?#]{_REST}")
+#: A bare query string (``GET /x.tif?st=...&sig=... HTTP/1.1``, ``?token=...``): it goes too.
+_BARE_QUERY_RE = re.compile(rf"\?[\w.~%+-]+={_REST}")
+#: Query parameters that carry a secret, wherever they stand (``&sig=...`` of a token cut from
+#: its URL, a SAS token on its own): their value becomes ``<redacted>``.
+_SECRET_PARAMS = ("sig", "signature", "token", "access_token", "id_token", "refresh_token", "subscription-key",
+                  "subscription_key", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
+                  "x-goog-signature", "x-goog-credential", "api_key", "api-key", "apikey", "client_secret",
+                  "password")
+_PARAM_RE = re.compile(rf"(?i)((?<![\w-])(?:{'|'.join(map(re.escape, _SECRET_PARAMS))})=)[^&;{_END},]+")
+#: ``code=`` only inside a query string (an OAuth code): ``exit code=1`` is no secret.
+_CODE_RE = re.compile(r"(?i)((?<=[?&])code=)[^&\s'\"<>()\[\]{}`,]+")
+#: Headers and mapping entries that carry a secret (``Ocp-Apim-Subscription-Key: ...``,
+#: ``'Authorization': 'Bearer ...'``, ``"token": "st=...&sig=..."``): their value goes.
+_SECRET_KEYS = ("ocp-apim-subscription-key", "subscription-key", "authorization", "proxy-authorization", "cookie",
+                "set-cookie", "x-api-key", "x-amz-security-token", "x-ms-copy-source-authorization", "token",
+                "access_token", "sas_token", "sas-token", "password", "client_secret")
+_HEADER_RE = re.compile(
+    rf"(?i)(['\"]?\b(?:{'|'.join(map(re.escape, _SECRET_KEYS))})['\"]?\s*:\s*)"
+    r"(?:(['\"])[^'\"\n]*\2|[^\s,;}\]]+(?:[ \t]+[^\s,;}\]'\"]+)?)")
 
 
 def strip_query(href: str) -> str:
@@ -24,9 +48,21 @@ def strip_query(href: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def redact(text: str) -> str:
-    """``text`` with the query string of every URL in it removed (tokens never leak into messages)."""
-    return _QUERY_RE.sub(r"\1", str(text))
+def redact(text: object) -> str:
+    """``str(text)`` with every signing token removed, for messages, logs and provenance.
+
+    Removes the query string and fragment of every URL (``https://``, ``s3://``, ``gs://``,
+    ``az://``, also inside ``/vsicurl/...``) and every bare query string (``/x.tif?st=...&sig=...``
+    in a request line); replaces with ``<redacted>`` the value of a secret parameter left on
+    its own (``sig=``, ``token=``, ``subscription-key=``, ``X-Amz-Signature=``, ``code=`` in a
+    query, ...) and of a secret header or mapping entry (``Authorization: ...``,
+    ``Ocp-Apim-Subscription-Key: ...``, ``'token': '...'``). Paths, hosts and everything else stay.
+    """
+    out = _QUERY_RE.sub(r"\1", str(text))
+    out = _BARE_QUERY_RE.sub("", out)
+    out = _PARAM_RE.sub(r"\1<redacted>", out)
+    out = _CODE_RE.sub(r"\1<redacted>", out)
+    return _HEADER_RE.sub(lambda m: f"{m.group(1)}{m.group(2) or ''}<redacted>{m.group(2) or ''}", out)
 
 
 def service_of(href: str) -> str:

@@ -31,16 +31,29 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..grid import ChipGrid
 
-__all__ = ["aligned_offset", "classify_failure", "read_asset", "read_onto_grid"]
+__all__ = ["aligned_offset", "classify_failure", "http_status", "read_asset", "read_onto_grid"]
 
 log = logging.getLogger(__name__)
 
 #: Default nodata per modality when neither the file nor the STAC item says.
 _NODATA_HINT: dict[str, float | None] = {"S2L2A": 0.0, "SCL": 0.0, "S1RTC": S1_NODATA, "DEM": None}
 _TRUNCATED = ("read failed", "warp failed", "truncat", "tiffread", "incomplete", "ireadblock", "not georeferenced")
-_SERVER_CODES = ("429", "500", "502", "503", "504")
-#: An HTTP status in a GDAL / curl message ("HTTP response code: 404", "HTTP error code: 503", "HTTP 429").
-_STATUS_RE = re.compile(r"(?i)\bHTTP\b[^0-9\n]{0,24}?\b([1-5][0-9]{2})\b")
+#: An HTTP status in a GDAL / curl / requests message once URLs are blanked out: "HTTP response
+#: code: 404", "HTTP error code : 503", "HTTP response code on <url>: 403", "HTTP 429",
+#: "status code 500", "404 Client Error", "403 Forbidden".
+_STATUS_RE = re.compile(
+    r"(?i)(?:\b(?:HTTP|status)\b[^0-9\n]{0,40}?\b([1-5][0-9]{2})\b"
+    r"|\b([1-5][0-9]{2})\s+(?:Client Error|Server Error|Unauthorized|Forbidden|Not Found|Gone|Too Many Requests"
+    r"|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)\b)")
+#: URLs and paths, blanked before the status is looked for (a port, a date or a tile id in a
+#: URL is no status, and a URL between "HTTP response code on" and the status hides it).
+_URL_RE = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|/)[^\s'\"<>()]*", re.IGNORECASE)
+_DENIED = ("forbidden", "unauthorized", "access denied", "accessdenied", "authenticationfailed",
+           "authorizationfailure", "authorizationpermissionmismatch", "signature not valid", "signaturedoesnotmatch",
+           "failed to authenticate", "request has expired", "expiredtoken")
+_MISSING = ("not exist", "no such file", "not found", "nosuchkey", "blobnotfound", "resourcenotfound")
+_SERVER = ("timed out", "timeout", "too many requests", "service unavailable", "server busy", "serverbusy",
+           "connection reset")
 
 
 def aligned_offset(src: Any, grid: ChipGrid) -> tuple[int, int] | None:
@@ -102,21 +115,49 @@ def read_onto_grid(href: str, grid: ChipGrid, *, resampling: str, dtype: str, fi
     return dst
 
 
+def http_status(msg: str) -> int | None:
+    """The HTTP status a (GDAL, curl, requests) error message names, or None.
+
+    URLs and paths are blanked first, so the digits of a host, port, date or query string are
+    never taken for a status, and "HTTP response code on <url>: 404" is found with or without
+    a query string on the URL.
+    """
+    m = _STATUS_RE.search(_URL_RE.sub("<url>", msg))
+    if m is None:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
 def classify_failure(msg: str, *, retries: int) -> tuple[ChipErrorKind, int | None, str]:
     """``(kind, status, hint)`` of a failed read from its (redacted) GDAL / rasterio message.
 
-    ``status`` is the HTTP status the message names (None when it names none); ``hint`` is the
-    advice appended to the error message (empty when the failure is not recognised).
+    ``status`` is the HTTP status the message names (None when it names none); ``kind`` follows
+    it where there is one (401 / 403 ``denied``, 404 / 410 ``missing``, 408 / 429 / 5xx
+    ``server``), else the message's words. ``hint`` is the advice appended to the error
+    message (empty when the failure is not recognised); it names settings, never a URL or token.
     """
-    m = _STATUS_RE.search(msg)
-    status = int(m.group(1)) if m else None
+    status = http_status(msg)
     low = msg.lower()
-    if "404" in msg or "not exist" in low or "no such file" in low:
-        return "missing", status, "; the asset is missing on the server: the catalog may be stale, try another scene or later"
-    if any(w in low for w in _TRUNCATED):
+    if status in (401, 403) or (status is None and any(w in low for w in _DENIED)):
+        code = f"HTTP {status}" if status else "access denied"
+        return "denied", status, (
+            f"; the server refused the asset ({code}): it needs a valid signature or token. Check the signer "
+            "(`Settings.signer` / TERRAMIND_NYC_SIGNER; PC_SDK_SUBSCRIPTION_KEY for the Planetary Computer); a "
+            "signed URL expires, so run the request again to search and sign afresh")
+    if status in (404, 410) or (status is None and any(w in low for w in _MISSING)):
+        code = f" (HTTP {status})" if status else ""
+        return "missing", status, (
+            f"; the asset is missing on the server{code}: the item or asset is gone and the catalog may be stale; "
+            "search again (cached searches live `stac_cache_ttl_s` seconds), or try another scene or later")
+    server = status is not None and (status in (408, 429) or status >= 500)
+    if status is None and any(w in low for w in _TRUNCATED):
         return "truncated", status, "; the file looks truncated or the transfer broke off: try again later"
-    if any(c in msg for c in _SERVER_CODES) or "timed out" in low:
-        return "server", status, f"; the server kept failing after {retries} retries: try again later"
+    if server or (status is None and any(w in low for w in _SERVER)):
+        code = f" (HTTP {status})" if status else ""
+        busy = " the server is rate limiting;" if status == 429 else ""
+        return "server", status, (
+            f"; the server kept failing after {retries} retries{code}:{busy} try again later, or raise "
+            "`http_retries` / `http_backoff_s` / `http_timeout_s` (TERRAMIND_NYC_HTTP_RETRIES, ...)")
     return "other", status, ""
 
 
@@ -133,7 +174,7 @@ def read_asset(item: pystac.Item, key: str, grid: ChipGrid, *, modality: str, re
     try:
         out = read_onto_grid(href, grid, resampling=resampling, dtype=dtype, fill=fill, nodata_hint=hint,
                              env=gdal_options(settings))
-    except Exception as exc:  # noqa: BLE001 - GDAL/rasterio errors of any kind become ChipError
+    except Exception as exc:
         forget(href)
         msg = redact(str(exc)) or type(exc).__name__
         kind, status, hint_txt = classify_failure(msg, retries=settings.http_retries)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInputError
+from ..errors import CheckpointError, InvalidInputError
 from .config import SCHEMA_VERSION, ModelConfig
 from .files import CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, ArtifactFiles, onnx_files_in
 from .locate import locate_artifact, read_config_file
@@ -93,6 +93,11 @@ def load_artifact(source: str | os.PathLike[str], *, revision: str | None = None
     targets = network.state_dict()
     check_weights(header, targets, config, label)
     sha = read_into(files.weights, header, targets, label)
+    broken = [name for name, t in targets.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if broken:
+        raise CheckpointError(
+            f"{label}: {len(broken)} weight tensor(s) hold NaN or inf (first: {broken[0]}); the checkpoint is "
+            "corrupt or its training diverged: re-download it, or retrain / re-export it")
     network.eval()
     if device != "cpu":
         network.to(device)
@@ -102,23 +107,17 @@ def load_artifact(source: str | os.PathLike[str], *, revision: str | None = None
 
 def publish_file(tmp: str | os.PathLike[str], dest: Path) -> None:
     """Give a temporary file the mode a new file would have (tempfile makes them 0600), then
-    move it over ``dest`` atomically."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dest)
+    move it over ``dest`` atomically (:func:`terramind_nyc.atomic.publish`)."""
+    from ..atomic import publish
+
+    publish(tmp, dest)
 
 
 def write_config(config: ModelConfig, directory: Path) -> None:
-    """Write ``config`` as ``directory/config.json`` atomically (a temporary file, then :func:`publish_file`)."""
-    tmp = tempfile.NamedTemporaryFile("w", dir=directory, prefix=".config.", suffix=".tmp", delete=False)  # noqa: SIM115
-    try:
-        with tmp:
-            tmp.write(config.to_json())
-        publish_file(tmp.name, directory / CONFIG_FILE)
-    finally:
-        if os.path.exists(tmp.name):
-            os.unlink(tmp.name)
+    """Write ``config`` as ``directory/config.json`` atomically (:func:`terramind_nyc.atomic.atomic_write_text`)."""
+    from ..atomic import atomic_write_text
+
+    atomic_write_text(directory / CONFIG_FILE, config.to_json())
 
 
 def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, directory: str | os.PathLike[str],
@@ -158,8 +157,8 @@ def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, direc
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     text = config.to_json()
-    tmp_w = tempfile.NamedTemporaryFile(dir=out, prefix=".model.", suffix=".tmp", delete=False)  # noqa: SIM115
-    tmp_c = tempfile.NamedTemporaryFile(dir=out, prefix=".config.", suffix=".tmp", delete=False, mode="w")  # noqa: SIM115
+    tmp_w = tempfile.NamedTemporaryFile(dir=out, prefix=".model.", suffix=".tmp", delete=False)
+    tmp_c = tempfile.NamedTemporaryFile(dir=out, prefix=".config.", suffix=".tmp", delete=False, mode="w")
     try:
         tmp_w.close()
         save_file(tensors, tmp_w.name, metadata={"format": "pt", "schema_version": str(SCHEMA_VERSION)})

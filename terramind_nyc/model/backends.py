@@ -15,9 +15,12 @@ import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from typing import Any
 
-from ..errors import BackendError, SettingsError
+from ..deadline import Deadline
+from ..errors import BackendError, DeadlineExceededError, SettingsError
 from ..settings import Settings
 from . import runtime_openvino
 from .locate import has_onnx_export, locate_onnx
@@ -148,33 +151,72 @@ def _load_torch(checkpoint: str, *, revision: str | None, device: str, threads: 
 _lock = threading.Lock()
 _models: dict[tuple[Any, ...], Runtime] = {}
 _runtimes: dict[tuple[Any, ...], Runtime] = {}
+_loading: dict[tuple[Any, ...], Future[Runtime]] = {}  # model key -> the load in flight
 
 
-def get_runtime(settings: Settings | None = None) -> Runtime:
+def get_runtime(settings: Settings | None = None, *, deadline: Deadline | None = None) -> Runtime:
     """The runtime for ``settings`` (default ``Settings.from_env()``), loaded once per process.
 
-    Runtimes that differ only in tiling share one loaded model. A failed load caches nothing;
-    the next call tries again.
+    Runtimes that differ only in tiling share one loaded model. Each checkpoint loads on its
+    own thread, once however many callers ask for it at the same time (single flight), so a
+    slow load (a stalled hub download, say) never blocks the callers of another checkpoint.
+    ``deadline``: stop waiting for a load at this deadline with DeadlineExceededError; the
+    load itself goes on in the background and its model is kept when it succeeds (a later
+    call gets it at once). A failed load caches nothing; the next call tries again.
     """
     s = Settings.resolve(settings)
-    mkey = s.key("model")
     key = s.key("runtime")
     rt = _runtimes.get(key)
     if rt is not None:
         return rt
+    mkey = s.key("model")
+    with _lock:
+        model = _models.get(mkey)
+        fut = None if model is not None else _loading.get(mkey)
+        if model is None and fut is None:
+            fut = _loading[mkey] = Future()
+            threading.Thread(target=_load_into, args=(fut, mkey, s), daemon=True,
+                             name="terramind-nyc-load").start()
+    if model is None:
+        assert fut is not None
+        model = _wait_for_load(fut, s, deadline)
     with _lock:
         rt = _runtimes.get(key)
-        if rt is not None:
-            return rt
-        model = _models.get(mkey)
-        if model is None:
-            model = load_runtime(s.checkpoint, revision=s.checkpoint_revision, backend=s.backend, device=s.device,
-                                 precision=s.precision, threads=s.threads, providers=s.onnx_providers,
-                                 tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
-            _models[mkey] = model
-        rt = model.with_tiling(tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
-        _runtimes[key] = rt
+        if rt is None:
+            rt = _runtimes[key] = model.with_tiling(tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
         return rt
+
+
+def _load_into(fut: Future[Runtime], mkey: tuple[Any, ...], s: Settings) -> None:
+    """Load the model of ``s`` and publish it (the body of a checkpoint's load thread)."""
+    try:
+        model = load_runtime(s.checkpoint, revision=s.checkpoint_revision, backend=s.backend, device=s.device,
+                             precision=s.precision, threads=s.threads, providers=s.onnx_providers,
+                             tile_overlap=s.tile_overlap_px, tile_batch=s.tile_batch)
+    except BaseException as exc:
+        with _lock:
+            if _loading.get(mkey) is fut:
+                del _loading[mkey]
+        fut.set_exception(exc)
+        return
+    with _lock:
+        if _loading.get(mkey) is fut:  # not forgotten by clear_runtimes meanwhile
+            del _loading[mkey]
+            _models[mkey] = model
+    fut.set_result(model)
+
+
+def _wait_for_load(fut: Future[Runtime], s: Settings, deadline: Deadline | None) -> Runtime:
+    timeout = None if deadline is None else deadline.timeout()
+    done, _ = wait_futures([fut], timeout=timeout)
+    if not done:
+        assert deadline is not None
+        raise DeadlineExceededError(
+            f"loading checkpoint {s.checkpoint!r} did not finish within the {deadline.seconds:g} s deadline (after "
+            f"{deadline.elapsed():.1f} s; a stalled hub download or a cold start); the load goes on in the background "
+            "and the next call uses it once loaded: raise `deadline_s` for the first call of a process, or load it "
+            "ahead with terramind_nyc.model.backends.get_runtime()")
+    return fut.result()
 
 
 def clear_runtimes() -> None:
@@ -182,6 +224,7 @@ def clear_runtimes() -> None:
     with _lock:
         _models.clear()
         _runtimes.clear()
+        _loading.clear()
 
 
 def runtime_cache_info() -> dict[str, int]:

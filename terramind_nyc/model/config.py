@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,23 +23,23 @@ from ..sensors import DEM_BANDS, S1_BANDS, S2_BANDS, S2OffsetRule
 from . import _schema as schema
 from .onnx_record import OnnxExport, check_onnx_record
 
-__all__ = ["DEFAULT_HEADS", "DEFAULT_MODALITIES", "DEFAULT_TILE_SIZE", "ENCODERS", "KNOWN_MODALITIES", "SCHEMA_VERSION",
-           "TEMPORAL_POOLINGS", "HeadSpec", "ModalitySpec", "ModelConfig", "S2OffsetRule"]
+__all__ = ["DEFAULT_HEADS", "DEFAULT_MODALITIES", "DEFAULT_TILE_SIZE", "ENCODERS", "KNOWN_MODALITIES", "MAX_JSON_DEPTH",
+           "SCHEMA_VERSION", "TEMPORAL_POOLINGS", "HeadSpec", "ModalitySpec", "ModelConfig", "S2OffsetRule"]
 
 #: Version of the config.json schema this library reads and writes.
 SCHEMA_VERSION = 1
 #: TerraMind v1 encoder sizes: name -> (depth, token dimension).
 ENCODERS: Mapping[str, tuple[int, int]] = {
-    "terramind_v1_tiny": (12, 192),
-    "terramind_v1_small": (12, 384),
-    "terramind_v1_base": (12, 768),
-    "terramind_v1_large": (24, 1024),
-}
+    "terramind_v1_tiny": (12, 192), "terramind_v1_small": (12, 384), "terramind_v1_base": (12, 768),
+    "terramind_v1_large": (24, 1024)}
 #: Raw (untokenised) modalities TerraMind v1 takes as input.
 KNOWN_MODALITIES = ("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM")
 TEMPORAL_POOLINGS = ("mean", "max", "concat")
 DEFAULT_TILE_SIZE = 224  #: Side in pixels of one model tile (TerraMind v1 takes 224 x 224).
 
+#: Deepest nesting of lists and objects a config.json may have (the schema needs 4).
+MAX_JSON_DEPTH = 32
+_FIX = "fix config.json or re-export the checkpoint (docs/checkpoint.md)"
 _HEAD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -64,13 +65,9 @@ class ModalitySpec:
         d = schema.expect(d, dict, where)
         schema.no_unknown(d, {"name", "bands", "mean", "std", "units"}, where)
         schema.require(d, ("name", "bands", "mean", "std"), where)
-        return cls(
-            name=schema.expect(d["name"], str, f"{where}.name"),
-            bands=schema.str_tuple(d["bands"], f"{where}.bands"),
-            mean=schema.float_tuple(d["mean"], f"{where}.mean"),
-            std=schema.float_tuple(d["std"], f"{where}.std"),
-            units=schema.expect(d.get("units", ""), str, f"{where}.units"),
-        )
+        return cls(name=schema.expect(d["name"], str, f"{where}.name"), bands=schema.str_tuple(d["bands"], f"{where}.bands"),
+                   mean=schema.float_tuple(d["mean"], f"{where}.mean"), std=schema.float_tuple(d["std"], f"{where}.std"),
+                   units=schema.expect(d.get("units", ""), str, f"{where}.units"))
 
 
 @dataclass(frozen=True)
@@ -95,13 +92,11 @@ class HeadSpec:
         schema.no_unknown(d, {"name", "classes", "colors", "threshold", "description"}, where)
         schema.require(d, ("name", "classes", "colors"), where)
         thr = d.get("threshold")
-        return cls(
-            name=schema.expect(d["name"], str, f"{where}.name"),
-            classes=schema.str_tuple(d["classes"], f"{where}.classes"),
-            colors=schema.str_tuple(d["colors"], f"{where}.colors"),
-            threshold=None if thr is None else float(schema.expect(thr, (int, float), f"{where}.threshold")),
-            description=schema.expect(d.get("description", ""), str, f"{where}.description"),
-        )
+        return cls(name=schema.expect(d["name"], str, f"{where}.name"),
+                   classes=schema.str_tuple(d["classes"], f"{where}.classes"),
+                   colors=schema.str_tuple(d["colors"], f"{where}.colors"),
+                   threshold=None if thr is None else float(schema.expect(thr, (int, float), f"{where}.threshold")),
+                   description=schema.expect(d.get("description", ""), str, f"{where}.description"))
 
 
 #: TerraMind v1 pretraining statistics (terratorch ``terramind_register.py``; DESIGN section 2).
@@ -173,7 +168,7 @@ class ModelConfig:
     schema_version: int = SCHEMA_VERSION
     """Version of this schema; only :data:`SCHEMA_VERSION` is read."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # every field checked: CheckpointError naming the bad one
         _validate_config(self)
 
     # --- views -----------------------------------------------------------------------------
@@ -201,28 +196,19 @@ class ModelConfig:
 
     def modality(self, name: str) -> ModalitySpec:
         """The spec of modality ``name`` (KeyError if absent)."""
-        for m in self.modalities:
-            if m.name == name:
-                return m
-        raise KeyError(name)
+        return {m.name: m for m in self.modalities}[name]
 
     def head(self, name: str) -> HeadSpec:
         """The spec of head ``name`` (KeyError if absent)."""
-        for h in self.heads:
-            if h.name == name:
-                return h
-        raise KeyError(name)
+        return {h.name: h for h in self.heads}[name]
 
     def architecture(self) -> dict[str, Any]:
         """The fields that fix the network's structure (weights names and shapes)."""
         return {
-            "encoder": self.encoder,
-            "modalities": [(m.name, len(m.bands)) for m in self.modalities],
-            "heads": [(h.name, len(h.classes)) for h in self.heads],
-            "timesteps": self.timesteps,
+            "encoder": self.encoder, "modalities": [(m.name, len(m.bands)) for m in self.modalities],
+            "heads": [(h.name, len(h.classes)) for h in self.heads], "timesteps": self.timesteps,
             "temporal_pooling": self.temporal_pooling if self.timesteps > 1 else None,
-            "decoder_channels": list(self.decoder_channels),
-            "neck_indices": list(self.resolved_neck_indices),
+            "decoder_channels": list(self.decoder_channels), "neck_indices": list(self.resolved_neck_indices),
         }
 
     def replace(self, **changes: Any) -> ModelConfig:
@@ -236,21 +222,13 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict, the content of ``config.json``."""
         return {
-            "schema_version": self.schema_version,
-            "name": self.name,
-            "version": self.version,
-            "encoder": self.encoder,
-            "modalities": [_plain(m) for m in self.modalities],
-            "heads": [_plain(h) for h in self.heads],
-            "timesteps": self.timesteps,
-            "temporal_pooling": self.temporal_pooling,
-            "tile_size": self.tile_size,
+            "schema_version": self.schema_version, "name": self.name, "version": self.version, "encoder": self.encoder,
+            "modalities": [_plain(m) for m in self.modalities], "heads": [_plain(h) for h in self.heads],
+            "timesteps": self.timesteps, "temporal_pooling": self.temporal_pooling, "tile_size": self.tile_size,
             "decoder_channels": list(self.decoder_channels),
             "neck_indices": None if self.neck_indices is None else list(self.neck_indices),
-            "s2_offset": dataclasses.asdict(self.s2_offset),
-            "license": self.license,
-            "training": schema.jsonable(self.training, "training"),
-            "metrics": schema.jsonable(self.metrics, "metrics"),
+            "s2_offset": dataclasses.asdict(self.s2_offset), "license": self.license,
+            "training": schema.jsonable(self.training, "training"), "metrics": schema.jsonable(self.metrics, "metrics"),
             "onnx": None if self.onnx is None else self.onnx.to_dict(),
         }
 
@@ -259,25 +237,50 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "config") -> ModelConfig:
+        """Parse and validate ``config.json`` text; every defect is a CheckpointError naming ``source``."""
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise CheckpointError(f"{source} nests JSON too deeply to be a checkpoint config; {_FIX}") from None
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            raise CheckpointError(f"{source} is not valid JSON ({str(exc)[:200]}); {_FIX}") from None
+        return cls.from_dict(data, source=source)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "config") -> ModelConfig:
         """Parse and validate a ``config.json`` dict; errors name ``source`` and the field."""
         if not isinstance(data, Mapping):
-            raise CheckpointError(f"{source}: expected a JSON object, got {type(data).__name__}")
+            raise CheckpointError(f"{source}: expected a JSON object, got {type(data).__name__}; {_FIX}")
+        if _deeper_than(data, MAX_JSON_DEPTH):
+            raise CheckpointError(f"{source} nests lists and objects deeper than {MAX_JSON_DEPTH} levels; {_FIX}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION or type(version) is not int:
             if version is None:
                 raise CheckpointError(f"{source} has no schema_version; it is not a terramind_nyc checkpoint config")
-            raise CheckpointError(
-                f"{source} has schema_version {version!r}; this terramind-nyc reads schema version "
-                f"{SCHEMA_VERSION}: upgrade terramind-nyc, or re-export the checkpoint with this version"
-            )
+            raise CheckpointError(f"{source} has schema_version {reprlib.repr(version)}; this terramind-nyc reads schema "
+                                  f"version {SCHEMA_VERSION}: upgrade terramind-nyc, or re-export the checkpoint with it")
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise CheckpointError(f"{source}: unknown field(s) {unknown} for schema version {SCHEMA_VERSION}")
+            raise CheckpointError(f"{source}: unknown field(s) {reprlib.repr(unknown)} for schema version {SCHEMA_VERSION}")
         try:
             return cls(schema_version=version, **_fields_of(data))
         except CheckpointError as exc:
-            raise CheckpointError(f"{source}: {exc}") from None
+            raise CheckpointError(f"{source}: {exc}; {_FIX}") from None
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. a number too large for a float
+            raise CheckpointError(f"{source}: a value is out of range ({str(exc)[:200]}); {_FIX}") from None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and mappings in ``value`` nest deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (Mapping, list, tuple)):
+            if depth > limit:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, Mapping) else v))
+    return False
 
 
 def _plain(spec: ModalitySpec | HeadSpec) -> dict[str, Any]:
@@ -294,12 +297,9 @@ def _fields_of(data: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("timesteps", "tile_size"):
         if key in data:
             kw[key] = schema.expect(data[key], int, key)
-    if "modalities" in data:
-        kw["modalities"] = tuple(ModalitySpec.from_dict(m, f"modalities[{i}]")
-                                 for i, m in enumerate(schema.expect(data["modalities"], list, "modalities")))
-    if "heads" in data:
-        kw["heads"] = tuple(HeadSpec.from_dict(h, f"heads[{i}]")
-                            for i, h in enumerate(schema.expect(data["heads"], list, "heads")))
+    for key, spec in (("modalities", ModalitySpec), ("heads", HeadSpec)):
+        if key in data:
+            kw[key] = tuple(spec.from_dict(v, f"{key}[{i}]") for i, v in enumerate(schema.expect(data[key], list, key)))
     if "decoder_channels" in data:
         kw["decoder_channels"] = schema.int_tuple(data["decoder_channels"], "decoder_channels")
     if data.get("neck_indices") is not None:
@@ -321,8 +321,7 @@ def _offset_rule(value: Any) -> S2OffsetRule:
     return S2OffsetRule(
         offset_dn=schema.expect(s2.get("offset_dn", default.offset_dn), int, "s2_offset.offset_dn"),
         from_baseline=schema.expect(s2.get("from_baseline", default.from_baseline), str, "s2_offset.from_baseline"),
-        clip_min=float(schema.expect(s2.get("clip_min", default.clip_min), (int, float), "s2_offset.clip_min")),
-    )
+        clip_min=float(schema.expect(s2.get("clip_min", default.clip_min), (int, float), "s2_offset.clip_min")))
 
 
 # ----------------------------------------------------------------------------------------
@@ -334,18 +333,19 @@ def _validate_config(c: ModelConfig) -> None:
     for key in ("name", "version"):
         if not isinstance(getattr(c, key), str) or not getattr(c, key):
             raise CheckpointError(f"`{key}` must be a non-empty string")
-    if c.encoder not in ENCODERS:
+    if not isinstance(c.encoder, str) or c.encoder not in ENCODERS:
         raise CheckpointError(f"unknown encoder {c.encoder!r}; choose one of {sorted(ENCODERS)}")
     _validate_modalities(c.modalities)
     _validate_heads(c.heads)
-    if not isinstance(c.timesteps, int) or isinstance(c.timesteps, bool) or c.timesteps < 1:
-        raise CheckpointError(f"`timesteps` must be an integer >= 1, got {c.timesteps!r}")
+    if not isinstance(c.timesteps, int) or isinstance(c.timesteps, bool) or not 1 <= c.timesteps <= 64:
+        raise CheckpointError(f"`timesteps` must be an integer in 1..64, got {c.timesteps!r}")
     if c.temporal_pooling not in TEMPORAL_POOLINGS:
         raise CheckpointError(f"`temporal_pooling` must be one of {list(TEMPORAL_POOLINGS)}, got {c.temporal_pooling!r}")
-    if not isinstance(c.tile_size, int) or isinstance(c.tile_size, bool) or c.tile_size < 64 or c.tile_size % 32:
-        raise CheckpointError(f"`tile_size` must be a multiple of 32 and >= 64, got {c.tile_size!r}")
-    if len(c.decoder_channels) != 4 or not all(isinstance(v, int) and v > 0 for v in c.decoder_channels):
-        raise CheckpointError(f"`decoder_channels` must be four positive integers, got {list(c.decoder_channels)}")
+    if not isinstance(c.tile_size, int) or isinstance(c.tile_size, bool) or not 64 <= c.tile_size <= 2048 \
+            or c.tile_size % 32:
+        raise CheckpointError(f"`tile_size` must be a multiple of 32 in 64..2048, got {c.tile_size!r}")
+    if len(c.decoder_channels) != 4 or not all(isinstance(v, int) and 0 < v <= 4096 for v in c.decoder_channels):
+        raise CheckpointError(f"`decoder_channels` must be four integers in 1..4096, got {list(c.decoder_channels)}")
     if c.neck_indices is not None:
         depth = ENCODERS[c.encoder][0]
         if len(c.neck_indices) != 4 or not all(isinstance(i, int) and 0 <= i < depth for i in c.neck_indices):
@@ -353,15 +353,15 @@ def _validate_config(c: ModelConfig) -> None:
     if not isinstance(c.s2_offset, S2OffsetRule) or c.s2_offset.offset_dn < 0:
         raise CheckpointError("`s2_offset.offset_dn` must be >= 0")
     for key in ("training", "metrics"):
-        if not isinstance(getattr(c, key), Mapping):
-            raise CheckpointError(f"`{key}` must be a JSON object")
+        if not isinstance(getattr(c, key), Mapping) or _deeper_than(getattr(c, key), MAX_JSON_DEPTH - 1):
+            raise CheckpointError(f"`{key}` must be a JSON object nested at most {MAX_JSON_DEPTH - 1} levels deep")
     if c.onnx is not None:
         check_onnx_record(c.onnx, c.modality_names)
 
 
 def _validate_modalities(modalities: tuple[ModalitySpec, ...]) -> None:
-    if not modalities:
-        raise CheckpointError("`modalities` must list at least one modality")
+    if not modalities or not isinstance(modalities, tuple) or not all(isinstance(m, ModalitySpec) for m in modalities):
+        raise CheckpointError("`modalities` must list at least one modality (a tuple of ModalitySpec)")
     schema.unique([m.name for m in modalities], "modalities")
     for m in modalities:
         where = f"modality {m.name!r}"
@@ -381,8 +381,8 @@ def _validate_modalities(modalities: tuple[ModalitySpec, ...]) -> None:
 
 
 def _validate_heads(heads: tuple[HeadSpec, ...]) -> None:
-    if not heads:
-        raise CheckpointError("`heads` must list at least one head")
+    if not heads or not isinstance(heads, tuple) or not all(isinstance(h, HeadSpec) for h in heads):
+        raise CheckpointError("`heads` must list at least one head (a tuple of HeadSpec)")
     schema.unique([h.name for h in heads], "heads")
     for h in heads:
         where = f"head {h.name!r}"

@@ -12,7 +12,6 @@ each checked against its recorded sha256). None of them needs torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -144,11 +143,7 @@ def read_config_file(path: Path, label: str) -> ModelConfig:
         raise CheckpointNotFoundError(f"{label}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{label}: cannot be read ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{label} is not valid JSON ({exc}); re-download or re-export the checkpoint") from None
-    return ModelConfig.from_dict(data, source=label)
+    return ModelConfig.from_json(text, source=label)
 
 
 # ----------------------------------------------------------------------------------------

@@ -98,12 +98,12 @@ def read_header(path: Path) -> SafetensorsHeader:
 
 def _describe(label: str, error: str, raw: bytes, data_start: int, size: int) -> str:
     """The message for a header the safetensors library refused (``error`` is its reason)."""
-    reason = error.removeprefix("Error while deserializing header: ")
+    reason = error.removeprefix("Error while deserializing header: ")[:300]  # the library may quote the header
     if "not fully covered" in reason:  # the data is shorter or longer than the header describes
         try:
             header = json.loads(raw)
             described = max((int(e["data_offsets"][1]) for k, e in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError):
             described = None
         if described is not None:
             what = "truncated" if data_start + described > size else "longer than its header says"

@@ -15,6 +15,7 @@ from imagery.helpers import SECRET, fresh, library_log, read_scenario, settle
 
 from terramind_nyc.errors import ChipError
 from terramind_nyc.imagery._gdal import gdal_options
+from terramind_nyc.imagery.urls import redact
 from terramind_nyc.imagery.warp import classify_failure
 from terramind_nyc.sensors import DEM_BANDS, S1_BANDS
 from terramind_nyc.settings import Settings
@@ -89,6 +90,48 @@ def test_cog_transient_errors_are_retried(fixture_catalog: Any, local_settings: 
     assert statuses[:2] == [503, 503] and statuses[-1] in (200, 206)
 
 
+def test_cog_403_on_a_signed_asset_is_denied_with_signer_advice(fixture_catalog: Any, local_settings: Settings) -> None:
+    fx = fixture_catalog
+    fx.cog_server.faults.fail(403, "*/sentinel-2-l2a/*/B03.tif", times=None)
+    with pytest.raises(ChipError) as info:
+        read_scenario(fx, "clear", local_settings)  # a fresh() catalog: every URL carries a token
+    msg = str(info.value)
+    assert info.value.kind == "denied" and info.value.status == 403
+    assert "asset 'B03'" in msg and "127.0.0.1" in msg and "HTTP 403" in msg
+    assert "Settings.signer" in msg and "PC_SDK_SUBSCRIPTION_KEY" in msg and "expires" in msg
+    assert SECRET not in msg
+
+
+_SIGNED = "https://acct.blob.core.windows.net/c/S2B_T18TWL/B04.tif"
+_TOKEN = "st=2024-07-01T00%3A00Z&se=2024-07-02T00%3A00Z&sp=rl&sv=2024&sr=c&sig=SECRETSIG%2B"
+#: GDAL / curl / requests wordings of an HTTP failure; ``{url}`` is the asset URL.
+_FORMS = ("HTTP response code: {status}", "HTTP error code : {status}", "HTTP response code on {url}: {status}",
+          "'/vsicurl/{url}': HTTP {status}", "{status} Client Error: for url: {url}")
+
+
+@pytest.mark.parametrize("status, kind, advice", [
+    (401, "denied", ("valid signature or token", "Settings.signer", "PC_SDK_SUBSCRIPTION_KEY", "search and sign")),
+    (403, "denied", ("valid signature or token", "Settings.signer", "PC_SDK_SUBSCRIPTION_KEY", "expires")),
+    (404, "missing", ("missing on the server", "catalog may be stale", "search again")),
+    (410, "missing", ("missing on the server", "search again")),
+    (429, "server", ("rate limiting", "try again later", "`http_retries`", "`http_backoff_s`")),
+    (500, "server", ("after 3 retries", "try again later", "`http_retries`", "`http_timeout_s`")),
+    (503, "server", ("after 3 retries", "try again later", "`http_retries`")),
+])
+@pytest.mark.parametrize("form", _FORMS)
+@pytest.mark.parametrize("query", ["", f"?{_TOKEN}"])
+def test_http_failures_are_classified_with_advice(status: int, kind: str, advice: tuple[str, ...], form: str,
+                                                  query: str) -> None:
+    if form.startswith("{status} Client Error") and status >= 500:
+        form = "{status} Server Error: for url: {url}"
+    msg = form.format(status=status, url=_SIGNED + query)
+    for text in (msg, redact(msg)):  # read_asset passes the redacted message; the raw one works too
+        got_kind, got_status, hint = classify_failure(text, retries=3)
+        assert (got_kind, got_status) == (kind, status), text
+        assert f"HTTP {status}" in hint and all(a in hint for a in advice), hint
+        assert "SECRET" not in hint and "sig=" not in hint and "blob.core" not in hint  # advice, never the URL
+
+
 @pytest.mark.parametrize("msg, kind, status", [
     ("RasterioIOError: HTTP response code: 404", "missing", 404),
     ("'/data/x.tif' does not exist in the file system", "missing", None),
@@ -99,8 +142,14 @@ def test_cog_transient_errors_are_retried(fixture_catalog: Any, local_settings: 
     ("HTTP response code: 503", "server", 503),
     ("HTTP error code: 429", "server", 429),
     ("Connection timed out after 20001 milliseconds", "server", None),
-    ("HTTP response code: 403", "other", 403),
+    ("HTTP response code: 403", "denied", 403),
+    ("<Code>AuthenticationFailed</Code> Signature not valid in the specified time frame", "denied", None),
+    ("HTTP response code: 400", "other", 400),
     ("something else", "other", None),
+    # digits in a URL are no status: port 40404, a 500 in the path, a 503 in the query
+    ("HTTP response code on http://127.0.0.1:40404/c/500/B04.tif?x=503: 403", "denied", 403),
+    ("reading http://127.0.0.1:40404/c/B04.tif failed: Read failed.", "truncated", None),
+    ("HTTP/1.1 503 Service Unavailable", "server", 503),
 ])
 def test_read_failures_are_classified(msg: str, kind: str, status: int | None) -> None:
     got_kind, got_status, hint = classify_failure(msg, retries=3)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
 from terramind_nyc import sensors
 from terramind_nyc.errors import CheckpointError
 from terramind_nyc.model import config as config_mod
-from terramind_nyc.model.config import SCHEMA_VERSION, ModelConfig
+from terramind_nyc.model.config import DEFAULT_HEADS, SCHEMA_VERSION, ModelConfig
 from terramind_nyc.testing.model import tiny_config
 
 
@@ -82,3 +83,72 @@ def test_invalid_fields_are_named(mutate, message):
     mutate(d)
     with pytest.raises(CheckpointError, match=message):
         ModelConfig.from_dict(d)
+
+
+# ----------------------------------------------------------------------------------------
+# config.json from text: every defect a CheckpointError that names the file and what to do
+# ----------------------------------------------------------------------------------------
+FIX = "fix config.json or re-export the checkpoint"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("[" * 100_000 + "]" * 100_000, "nests JSON too deeply", id="nested-100000-deep"),
+        pytest.param("[" * 40 + "]" * 40, "expected a JSON object, got list", id="nested-list"),
+        pytest.param('{"a": ' * 40 + "1" + "}" * 40, "deeper than 32 levels", id="nested-40-deep"),
+        pytest.param("not json", "is not valid JSON", id="not-json"),
+        pytest.param(b"\xff\xfe\x00", "is not valid JSON", id="not-utf8-bytes"),
+        pytest.param("[1, 2]", "expected a JSON object, got list", id="a-list"),
+        pytest.param("3.5", "expected a JSON object, got float", id="a-number"),
+        pytest.param('"config"', "expected a JSON object, got str", id="a-string"),
+        pytest.param("null", "expected a JSON object, got NoneType", id="null"),
+        pytest.param("{}", "has no schema_version", id="empty-object"),
+        pytest.param('{"schema_version": true}', "has schema_version True", id="version-true"),
+        pytest.param('{"schema_version": 1.0}', "has schema_version 1.0", id="version-float"),
+        pytest.param('{"schema_version": ' + "9" * 4000 + "}", "has schema_version 999", id="version-huge-int"),
+        pytest.param('{"schema_version": ' + "9" * 5000 + "}", "is not valid JSON", id="int-too-long-to-read"),
+    ],
+)
+def test_from_json_refuses_every_kind_of_bad_text(text, message):
+    with pytest.raises(CheckpointError, match=re.escape(message)) as e:
+        ModelConfig.from_json(text, source="ckpt/config.json")
+    assert str(e.value).startswith("ckpt/config.json") and len(str(e.value)) < 700
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"modalities": [{"name": "S2L2A", "bands": ["B02"], "mean": [10**400], "std": [1.0]}]}, "out of range"),
+        ({"heads": [{"name": "a", "classes": ["x", "y"], "colors": ["#000000"] * 2, "threshold": 10**400}]},
+         "out of range"),
+        ({"s2_offset": {"clip_min": 10**400}}, "out of range"),
+        ({"metrics": json.loads('{"a": ' * 40 + "1" + "}" * 40)}, "deeper than 32 levels"),
+        ({"training": json.loads("[" * 31 + "]" * 31)}, "`training` must be dict"),
+        ({"timesteps": 10**30}, "`timesteps` must be an integer in 1..64"),
+        ({"tile_size": 2**20}, "multiple of 32 in 64..2048"),
+        ({"decoder_channels": [10**9, 256, 128, 64]}, "integers in 1..4096"),
+        ({"encoder": ["terramind_v1_tiny"]}, "`encoder` must be str"),
+        ({"name": ""}, "`name` must be a non-empty string"),
+        ({"modalities": "S2L2A"}, "`modalities` must be list"),
+    ],
+)
+def test_values_no_check_foresaw_are_checkpoint_errors(change, message):
+    d = tiny_config().to_dict()
+    d.update(change)
+    with pytest.raises(CheckpointError, match=re.escape(message)) as e:
+        ModelConfig.from_json(json.dumps(d), source="config.json")
+    assert FIX in str(e.value)
+
+
+def test_the_constructor_refuses_junk_with_checkpoint_errors():
+    for kw in ({"modalities": "S2L2A"}, {"modalities": ()}, {"heads": [DEFAULT_HEADS[0]]}, {"encoder": ["x"]},
+               {"metrics": json.loads('{"a": ' * 40 + "1" + "}" * 40)}, {"timesteps": True}):
+        with pytest.raises(CheckpointError):
+            ModelConfig(**kw)
+
+
+def test_from_json_round_trips():
+    c = tiny_config(metrics={"test": {"mIoU": 0.5}})
+    assert ModelConfig.from_json(c.to_json()) == c
+    assert ModelConfig.from_json(c.to_json().encode()) == c

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,64 @@ def test_corrupt_header_is_reported(copy_dir: Path):
     w.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt header"):
         load_artifact(copy_dir)
+
+
+# ----------------------------------------------------------------------------------------
+# Headers a broken or foreign file may have: each a CheckpointError naming the file and the fix
+# ----------------------------------------------------------------------------------------
+def _file(tmp_path: Path, header: bytes | str, data: bytes = b"", declared: int | None = None) -> Path:
+    import struct
+
+    header = header.encode() if isinstance(header, str) else header
+    p = tmp_path / WEIGHTS_FILE
+    p.write_bytes(struct.pack("<Q", len(header) if declared is None else declared) + header + data)
+    return p
+
+
+def _tensor(dtype: str = "F32", shape: object = (1,), offsets: object = (0, 4)) -> str:
+    return json.dumps({"w": {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}})  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("header", "data", "declared", "message"),
+    [
+        pytest.param("[" * 100_000 + "]" * 100_000, b"", None, "corrupt header", id="nested-100000-deep"),
+        pytest.param('{"a": ' * 5000 + "1" + "}" * 5000, b"", None, "recursion limit", id="nested-objects"),
+        pytest.param("hello world!", b"", None, "corrupt header", id="not-json"),
+        pytest.param(b"\xff\xfe" * 8, b"", None, "invalid UTF-8", id="not-utf8"),
+        pytest.param("[1, 2, 3]", b"", None, "corrupt header", id="a-list"),
+        pytest.param("{}", b"", (100 << 20) + 1, "truncated or not a safetensors file", id="declared-over-100-mb"),
+        pytest.param("{}", b"", 2**64 - 1, "truncated or not a safetensors file", id="declared-2-64"),
+        pytest.param(_tensor(offsets=(-4, 0)), b"\0" * 4, None, "expected usize", id="negative-offset"),
+        pytest.param(_tensor(offsets=(0, 400)), b"\0" * 4, None, "corrupt header", id="offsets-past-the-end"),
+        pytest.param(_tensor(offsets=(0, 10**30)), b"\0" * 4, None, "corrupt header", id="offset-huge"),
+        pytest.param(_tensor(dtype="Q7"), b"\0" * 4, None, "unknown variant `Q7`", id="unknown-dtype"),
+        pytest.param(_tensor(shape=(2**62, 2**62)), b"\0" * 4, None, "overflow", id="shape-overflows"),
+        pytest.param(_tensor(), b"\0" * 8, None, "longer than its header says", id="data-longer-than-described"),
+        pytest.param(json.dumps({"__metadata__": {"a": 1}}), b"", None, "expected a string", id="metadata-not-strings"),
+        pytest.param("", b"", None, "corrupt header", id="empty-header"),
+    ],
+)
+def test_bad_headers_are_checkpoint_errors(tmp_path: Path, header, data, declared, message):
+    p = _file(tmp_path, header, data, declared)
+    with pytest.raises(CheckpointError, match=re.escape(message)) as e:
+        read_header(p)
+    assert str(p) in str(e.value) and "re-download or re-export the artifact" in str(e.value)
+    assert len(str(e.value)) < 700
+
+
+def test_short_files_and_folders_are_checkpoint_errors(tmp_path: Path):
+    from terramind_nyc.errors import CheckpointNotFoundError
+
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"truncated \(0 bytes\)"):
+        read_header(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        read_header(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="file not found"):
+        read_header(tmp_path / "missing.safetensors")
+
+
+def test_a_well_formed_header_is_read(tmp_path: Path):
+    h = read_header(_file(tmp_path, _tensor(), b"\0" * 4))
+    assert h.tensors == {"w": ("F32", (1,))} and h.order == ("w",) and h.data_start == 8 + len(_tensor())

@@ -61,6 +61,7 @@ class _CogHandler(FaultHandlerMixin, RangeRequestHandler):
                 if rule is not None:
                     self.close_connection = True
                     self.copyfile(f, _Cut(self.wfile, rule.nbytes))  # type: ignore[arg-type]
+                    self._hold_if_stalled(rule)
                 else:
                     self.copyfile(f, self.wfile)
         finally:

@@ -29,6 +29,7 @@ class FaultRule:
     retry_after: str | None = None
     nbytes: int = 0
     short_file: bool = False
+    stall: bool = False
     released: threading.Event = field(default_factory=threading.Event)
     hits: int = 0
 
@@ -48,7 +49,7 @@ class FaultDecision:
         if self.action is not None:
             a = self.action
             parts.append({"hang": "hang", "fail": f"fail:{a.status}",
-                          "truncate": f"truncate:{a.nbytes}"}.get(a.kind, a.kind))
+                          "truncate": f"{'stall' if a.stall else 'truncate'}:{a.nbytes}"}.get(a.kind, a.kind))
         return ",".join(parts) or None
 
 
@@ -92,17 +93,21 @@ class Faults:
         self._add(FaultRule("fail", pattern, times, status=int(status), retry_after=ra))
 
     def truncate(self, pattern: str = "*", nbytes: int = 1024, *, times: int | None = None,
-                 short_file: bool = False) -> None:
+                 short_file: bool = False, stall: bool = False) -> None:
         """Serve cut-off bodies for matching requests.
 
         Default: the headers promise the full body (Content-Length), only ``nbytes`` of it are
         sent, then the connection closes (a transfer that dies midway). ``short_file=True``
         instead serves the file as if it were only ``nbytes`` long, with consistent headers
         (a truncated upload): ranges beyond it get 416, ranges across its end come back short.
+        ``stall=True`` sends the ``nbytes`` and then stops answering, holding the connection
+        open until :meth:`clear` or server stop (a download that stalls midway).
         """
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        self._add(FaultRule("truncate", pattern, times, nbytes=int(nbytes), short_file=short_file))
+        if stall and short_file:
+            raise ValueError("stall and short_file exclude each other")
+        self._add(FaultRule("truncate", pattern, times, nbytes=int(nbytes), short_file=short_file, stall=stall))
 
     def clear(self) -> None:
         """Remove every rule and release requests held by :meth:`hang`."""

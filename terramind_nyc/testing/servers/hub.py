@@ -52,6 +52,7 @@ class _HubHandler(FaultHandlerMixin):
                 self.close_connection = True
                 data = data[: rule.nbytes]
             self.wfile.write(data)
+            self._hold_if_stalled(rule)
 
     def _error(self, status: int, code: str, message: str) -> None:
         body = json.dumps({"error": message}).encode()

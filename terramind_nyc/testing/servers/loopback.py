@@ -248,6 +248,15 @@ class FaultHandlerMixin(BaseHTTPRequestHandler):
     def _serve(self) -> None:  # pragma: no cover - each server's handler answers
         self.send_error(501, "not implemented")
 
+    def _hold_if_stalled(self, rule: FaultRule | None) -> None:
+        """After a cut body: for a ``stall`` rule, keep the connection silent until released."""
+        if rule is None or not rule.stall:
+            return
+        self.wfile.flush()
+        owner = self.server.owner
+        while not (rule.released.wait(0.05) or owner._stop.is_set()):
+            pass
+
     @property
     def _truncation(self) -> FaultRule | None:
         a = getattr(self, "_decision", FaultDecision()).action

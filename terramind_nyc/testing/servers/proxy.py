@@ -76,6 +76,7 @@ class _ProxyHandler(FaultHandlerMixin):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+            self._hold_if_stalled(rule)
 
 
 class FaultProxy(LoopbackServer):
