@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import Result, fetch, fetch_many, fetch_riprap
+    from .api import Result, fetch, fetch_many, fetch_riprap  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

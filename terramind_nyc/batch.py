@@ -305,7 +305,7 @@ def run_batch(
     def class_names() -> Sequence[str]:
         try:
             return tuple(current_pipeline().runtimes(settings).model_info().lulc_classes)
-        except Exception:
+        except Exception:  # noqa: BLE001 - no model: every point fails anyway; use the default names
             from .model.config import DEFAULT_HEADS
 
             return DEFAULT_HEADS[0].classes

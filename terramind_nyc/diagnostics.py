@@ -48,7 +48,7 @@ def backend_availability() -> dict[str, dict[str, Any]]:
             caps = openvino_devices()
             detail = f"openvino {_version('openvino')}; devices " + ", ".join(
                 f"{d} ({'bf16' if 'BF16' in c else 'no bf16'})" for d, c in caps.items())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
             ov_ok, detail = False, f"openvino does not start ({type(exc).__name__}: {exc})"
     out["openvino"] = {"available": ov_ok, "detail": detail}
     return out
@@ -96,14 +96,14 @@ def checkpoint_status(settings: Settings, *, timeout_s: float = 5.0) -> dict[str
         if isinstance(cached, str):
             status.update(reachable=True, detail="in the local Hugging Face cache")
             return status
-    except Exception:
+    except Exception:  # noqa: BLE001 - cache lookup is best effort
         pass
     try:
         from huggingface_hub import HfApi
 
         HfApi().model_info(ck, revision=settings.checkpoint_revision, timeout=timeout_s)
         status.update(reachable=True, detail="on the Hugging Face hub")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - report any failure as unreachable
         status.update(
             reachable=False,
             detail=f"{type(exc).__name__}: hub not reachable or repo missing; point "

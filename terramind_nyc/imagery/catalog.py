@@ -148,7 +148,7 @@ class Catalog:
     def _sign(self, href: str) -> str:
         try:
             return self._signer(href)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a signer is user code or a network call
             raise CatalogError(
                 f"signing the asset URL {strip_query(href)} failed ({type(exc).__name__}: {redact(str(exc))}); "
                 "check the signer (Settings.signer / PC_SDK_SUBSCRIPTION_KEY) or use signer='none' for public data"

@@ -139,7 +139,7 @@ def _queue_s1(runner: Runner, grid: ChipGrid, search: Future[list[pystac.Item]],
     fut: Future[_Stage] = Future()
     try:
         fut.set_result(_stage_s1(runner, grid, search, s2_dt, s, source))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - S1 is optional; handled with the other failures later
         fut.set_exception(exc)
     return fut
 

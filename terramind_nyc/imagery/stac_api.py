@@ -100,7 +100,7 @@ class StacApiBackend:
         def run() -> list[dict[str, Any]]:
             try:
                 client = self._open()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of a dependency becomes CatalogError
                 status = _status_of(exc)
                 raise CatalogError(
                     f"opening the STAC API {self.source} failed ({type(exc).__name__}"
@@ -112,7 +112,7 @@ class StacApiBackend:
             while True:
                 try:
                     return list(client.search(**kw).items_as_dicts())
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any failure of a dependency becomes CatalogError
                     # urllib3 retries connection failures, timeouts, 429 and 5xx; a body cut off
                     # mid-transfer surfaces only after that, so it is retried here.
                     delay = min(8.0, self._backoff * 2 ** attempt)

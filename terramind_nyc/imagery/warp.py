@@ -174,7 +174,7 @@ def read_asset(item: pystac.Item, key: str, grid: ChipGrid, *, modality: str, re
     try:
         out = read_onto_grid(href, grid, resampling=resampling, dtype=dtype, fill=fill, nodata_hint=hint,
                              env=gdal_options(settings))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - GDAL/rasterio errors of any kind become ChipError
         forget(href)
         msg = redact(str(exc)) or type(exc).__name__
         kind, status, hint_txt = classify_failure(msg, retries=settings.http_retries)

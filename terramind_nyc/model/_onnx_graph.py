@@ -52,7 +52,7 @@ class TensorStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._f = open(path, "wb")
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by close(), written across many calls
         self._index: dict[tuple[int, bytes], tuple[int, int]] = {}
         self.size = 0
         self.count = 0

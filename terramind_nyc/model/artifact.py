@@ -157,8 +157,8 @@ def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, direc
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     text = config.to_json()
-    tmp_w = tempfile.NamedTemporaryFile(dir=out, prefix=".model.", suffix=".tmp", delete=False)
-    tmp_c = tempfile.NamedTemporaryFile(dir=out, prefix=".config.", suffix=".tmp", delete=False, mode="w")
+    tmp_w = tempfile.NamedTemporaryFile(dir=out, prefix=".model.", suffix=".tmp", delete=False)  # noqa: SIM115
+    tmp_c = tempfile.NamedTemporaryFile(dir=out, prefix=".config.", suffix=".tmp", delete=False, mode="w")  # noqa: SIM115
     try:
         tmp_w.close()
         save_file(tensors, tmp_w.name, metadata={"format": "pt", "schema_version": str(SCHEMA_VERSION)})

@@ -86,11 +86,11 @@ def ensure_torchvision_importable() -> bool:
         if _torchvision_extension_loads():
             return False
         try:
-            torch.ops.torchvision.nms
+            torch.ops.torchvision.nms  # noqa: B018 - attribute lookup raises if the op is missing
             return False
         except (AttributeError, RuntimeError):
             pass
-        lib = torch.library.Library("torchvision", "DEF")
+        lib = torch.library.Library("torchvision", "DEF")  # noqa: F841 - must stay alive
         for schema in _SCHEMAS.values():
             lib.define(schema)
         # Keep the Library object referenced for the life of the process.

@@ -280,7 +280,7 @@ def _check_graphs(stage: Path, files: list[tuple[tuple[str, ...], str]], onnx: A
     for _, name in files:
         try:
             onnx.checker.check_model(str(stage / name))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise BackendError(f"the exported {name} is not a valid ONNX model: {exc}") from None
 
 
@@ -301,7 +301,7 @@ def _verify(network: MultiHeadTerraMind, config: ModelConfig, stage: Path, files
         try:
             sess = ort.InferenceSession(str(stage / name), opts, providers=["CPUExecutionProvider"])
             got = dict(zip(heads, sess.run(heads, x)))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise BackendError(f"ONNX Runtime cannot run the exported {name}: {type(exc).__name__}: {exc}") from None
         del sess
         # the reference is IEEE float32, whatever the process's matmul precision or the precision setting

@@ -69,7 +69,7 @@ def hub_reachable(repo_id: str, filename: str, revision: str | None) -> bool:
         log.info("the Hugging Face hub at %s is not reachable (%s); using the local cache only",
                  endpoint, type(exc).__name__)
         reachable = False
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything else (a malformed id, ...): hf_hub_download reports it
         pass
     with _probes_lock:
         _probes[endpoint] = (reachable, time.monotonic() + PROBE_TTL_S)
@@ -96,7 +96,7 @@ def download_file(repo_id: str, filename: str, revision: str | None) -> Path:
             f"{'revision' if isinstance(exc, hf_errors.RevisionNotFoundError) else 'repository'} "
             f"({type(exc).__name__}); {CHECKPOINT_HINT}"
         ) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - offline, timeouts, HTTP errors: all mean "not available"
         # LocalEntryNotFoundError (offline or the hub unreachable, the file not cached) derives
         # from EntryNotFoundError in some huggingface_hub versions: it is not "the repo lacks it".
         no_answer = isinstance(exc, hf_errors.LocalEntryNotFoundError)

@@ -57,7 +57,7 @@ def validate_inputs(
         spec = config.modality(m)
         try:
             a = np.asarray(arrays[m])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - anything that is not array-like
             raise InvalidInputError(f"{m}: not an array ({type(arrays[m]).__name__}: {exc})") from None
         if a.dtype.kind not in "iuf":
             raise InvalidInputError(

@@ -79,7 +79,7 @@ def import_onnxruntime() -> Any:
         import onnxruntime
     except ImportError as exc:
         raise BackendError(f"the ONNX Runtime backend needs onnxruntime ({exc}): {ORT_HINT}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - e.g. two onnxruntime packages mixed in one folder
         raise BackendError(
             f"onnxruntime is installed but does not import ({type(exc).__name__}: {exc}); two onnxruntime packages "
             f"installed together break each other: uninstall all of them, then {ORT_HINT}"
@@ -290,7 +290,7 @@ class OnnxRuntime(OnnxGraphRuntime):
         t0 = time.perf_counter()
         try:
             sess = ort.InferenceSession(str(path), sess_options=opts, providers=self._providers)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             if self._providers == [_CPU]:
                 raise CheckpointError(
                     f"{self._label}: ONNX Runtime cannot load {path.name} ({type(exc).__name__}: {str(exc)[:300]}); "

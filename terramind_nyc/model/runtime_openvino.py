@@ -54,7 +54,7 @@ def import_openvino() -> Any:
         import openvino
     except ImportError as exc:
         raise BackendError(f"the OpenVINO backend needs the openvino package ({exc}): {OPENVINO_HINT}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - missing or broken openvino: no bf16 through it
         raise BackendError(f"openvino is installed but does not import ({type(exc).__name__}: {exc}); reinstall it: "
                            f"{OPENVINO_HINT}") from None
     return openvino
@@ -90,7 +90,7 @@ def openvino_cpu_has_bf16() -> bool:
     AVX512-BF16 units); False when openvino is missing or does not start."""
     try:
         return "BF16" in openvino_capabilities("CPU")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - missing or broken openvino: no bf16 through it
         log.debug("OpenVINO capabilities unavailable: %s", exc)
         return False
 
@@ -154,7 +154,7 @@ class OpenVinoRuntime(OnnxGraphRuntime):
         t0 = time.perf_counter()
         try:
             model = core.read_model(str(path))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             raise CheckpointError(
                 f"{self._label}: OpenVINO cannot read {path.name} ({type(exc).__name__}: {str(exc)[:300]}); the file "
                 f"is corrupt or not a terramind-nyc export: re-run `terramind-nyc export-onnx {self.files.source}`"
@@ -166,7 +166,7 @@ class OpenVinoRuntime(OnnxGraphRuntime):
             {o.get_any_name(): _dims(o.get_partial_shape()) for o in model.outputs})
         try:
             compiled = core.compile_model(model, self.ov_device, config)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             raise BackendError(f"OpenVINO could not compile {path.name} for {self.ov_device} "
                                f"({type(exc).__name__}: {str(exc)[:300]})") from None
         log.info("OpenVINO compiled %s (%s) for %s, precision %s, in %.2f s", "+".join(modalities), path.name,
