@@ -54,7 +54,7 @@ def import_openvino() -> Any:
         import openvino
     except ImportError as exc:
         raise BackendError(f"the OpenVINO backend needs the openvino package ({exc}): {OPENVINO_HINT}") from None
-    except Exception as exc:  # noqa: BLE001 - missing or broken openvino: no bf16 through it
+    except Exception as exc:  # noqa: BLE001 - a broken install raises anything
         raise BackendError(f"openvino is installed but does not import ({type(exc).__name__}: {exc}); reinstall it: "
                            f"{OPENVINO_HINT}") from None
     return openvino
@@ -154,7 +154,7 @@ class OpenVinoRuntime(OnnxGraphRuntime):
         t0 = time.perf_counter()
         try:
             model = core.read_model(str(path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own exception types
             raise CheckpointError(
                 f"{self._label}: OpenVINO cannot read {path.name} ({type(exc).__name__}: {str(exc)[:300]}); the file "
                 f"is corrupt or not a terramind-nyc export: re-run `terramind-nyc export-onnx {self.files.source}`"
