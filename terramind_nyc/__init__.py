@@ -11,7 +11,7 @@ first needed. Public names resolve lazily through a module-level ``__getattr__``
 from __future__ import annotations
 
 import importlib
-import logging
+import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -38,7 +38,7 @@ from .errors import (
 )
 from .settings import Settings
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 #: Public names that live in modules loaded on first use.
 _LAZY = {

@@ -7,12 +7,20 @@ tiles; :func:`run_shared_window` reads and predicts one union window through a
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from .dates import resolve_when
 from .deadline import Deadline
-from .errors import TerramindNYCError
+from .errors import (
+    BackendError,
+    CheckpointError,
+    DeadlineExceededError,
+    InvalidInputError,
+    NoSceneError,
+    TerramindNYCError,
+)
 from .request import Request
 from .result import BatchItem
 
@@ -22,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .settings import Settings
 
 __all__ = ["MAX_WINDOW_M", "group_windows", "run_shared_window"]
+
+log = logging.getLogger(__name__)
 
 #: Default largest shared window of fetch_many (four default windows a side; 896 px at 10 m:
 #: about 50 MB of inputs, 25 tiles). Larger ``size_m`` allows twice ``size_m``.
@@ -73,12 +83,36 @@ def group_windows(grids: list[tuple[int, ChipGrid]], max_side_px: int,
     return out
 
 
+def _may_differ_alone(exc: TerramindNYCError) -> bool:
+    """Whether a member's own window could succeed where the union window failed with ``exc``.
+
+    Not for errors of the request itself (inputs, the model, the deadline) nor for an empty
+    catalog (no item meets the union, so none meets a member's window inside it).
+    """
+    if isinstance(exc, (InvalidInputError, CheckpointError, BackendError, DeadlineExceededError)):
+        return False
+    return not (isinstance(exc, NoSceneError) and exc.reason == "empty")
+
+
+def _alone(pipeline: Pipeline, i: int, grid: ChipGrid, coord: tuple[float, float], when: Any,
+           radius: float | None, settings: Settings) -> BatchItem:
+    lat, lon = coord
+    try:
+        return BatchItem(i, lat, lon, pipeline.fetch(lat, lon, when=when, size_m=grid.width * grid.resolution,
+                                                     radius_m=radius, settings=settings))
+    except TerramindNYCError as exc:
+        return BatchItem(i, lat, lon, None, exc)
+
+
 def run_shared_window(pipeline: Pipeline, members: list[tuple[int, ChipGrid]],
                       coords: dict[int, tuple[float, float]], when: Any, radius: float | None,
                       settings: Settings) -> list[BatchItem]:
     """Read and predict one window covering every member's grid, then summarise each member.
 
-    A failure of the shared read or pass fails every member with that error; a failure while
+    When the shared read fails in a way a member's own window might not (too little imagery
+    or clear sky over the union, a failed read), each member is fetched alone, so sharing never
+    fails a point that would succeed by itself; a failure of the request as such (inputs, the
+    model, the deadline, an empty catalog) fails every member with that error. A failure while
     summarising one member fails only that member.
     """
     from .grid import union_grid
@@ -96,7 +130,13 @@ def run_shared_window(pipeline: Pipeline, members: list[tuple[int, ChipGrid]],
         run = pipeline.run_model(chip, runtime)
         t_model = time.perf_counter() - t
     except TerramindNYCError as exc:
-        return [BatchItem(i, *coords[i], None, exc) for i, _ in members]
+        if not _may_differ_alone(exc):
+            return [BatchItem(i, *coords[i], None, exc) for i, _ in members]
+        # the union window failed where a member's own window may not (a neighbour's window
+        # reaches past the imagery, a cloud over another member, ...): each member alone
+        log.info("shared window of %d points failed (%s); fetching them one by one", len(members),
+                 type(exc).__name__)
+        return [_alone(pipeline, i, g, coords[i], when, radius, settings) for i, g in members]
     out = []
     share = 1.0 / len(members)
     for i, g in members:

@@ -228,6 +228,7 @@ def clear_runtimes() -> None:
 
 
 def runtime_cache_info() -> dict[str, int]:
-    """How many ``models`` (loaded checkpoints) and ``runtimes`` (models with their tiling) are cached."""
+    """How many ``models`` (loaded checkpoints) and ``runtimes`` (models with their tiling) are
+    cached, and how many checkpoint loads are in flight (``loading``)."""
     with _lock:
-        return {"models": len(_models), "runtimes": len(_runtimes)}
+        return {"models": len(_models), "runtimes": len(_runtimes), "loading": len(_loading)}

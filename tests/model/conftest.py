@@ -1,9 +1,11 @@
-"""Fixtures shared by the model tests: a tiny random-weight artifact and a copy of it to damage."""
+"""Fixtures shared by the model tests: a tiny random-weight artifact, a copy of it to damage, a loopback hub."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,19 @@ def onnx_record() -> dict:
         "data_sha256": SHA, "source_sha256": SHA, "opset": 20, "exporter": "torch.onnx torchscript",
         "max_abs_diff": 1e-5,
     }
+
+
+@pytest.fixture
+def loopback_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """huggingface_hub pointed at a HubServer on 127.0.0.1 with an empty cache."""
+    from huggingface_hub import constants
+
+    from terramind_nyc.testing import HubServer
+
+    with HubServer() as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        yield server

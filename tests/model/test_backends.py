@@ -57,7 +57,7 @@ def test_a_failed_load_caches_nothing(artifact_dir, tmp_path):
     s = Settings(checkpoint=str(bad), device="cpu")
     with pytest.raises(CheckpointError, match="truncated"):
         get_runtime(s)
-    assert backends_mod.runtime_cache_info() == {"models": 0, "runtimes": 0}
+    assert backends_mod.runtime_cache_info() == {"models": 0, "runtimes": 0, "loading": 0}
     (bad / WEIGHTS_FILE).write_bytes(good)
     assert get_runtime(s).model_info().checkpoint["id"] == str(bad)
 
@@ -113,3 +113,66 @@ def test_torch_missing_without_an_export_names_both_ways(tmp_path, monkeypatch):
     monkeypatch.setattr(backends_mod, "torch_available", lambda: False)
     with pytest.raises(BackendError, match=r"terramind-nyc\[torch\].*export-onnx"):
         load_runtime(str(plain))
+
+
+# ----------------------------------------------------------------------------------------
+# Loads under a deadline, one per checkpoint
+# ----------------------------------------------------------------------------------------
+@pytest.fixture
+def stalled_hub(artifact_dir, loopback_hub, monkeypatch):
+    """The loopback hub publishing the tiny artifact, whose model.safetensors download stalls midway."""
+    from huggingface_hub import constants
+
+    from terramind_nyc.model import hub
+
+    hub.clear_probes()
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 2)
+    loopback_hub.add_repo("nyc/stalls", artifact_dir)
+    loopback_hub.faults.truncate("*/model.safetensors", nbytes=4096, stall=True)
+    yield loopback_hub
+    loopback_hub.faults.clear()
+    hub.clear_probes()
+
+
+def test_a_stalled_hub_download_ends_at_the_deadline_and_blocks_no_other_checkpoint(artifact_dir, stalled_hub,
+                                                                                      tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from terramind_nyc.deadline import Deadline
+    from terramind_nyc.errors import DeadlineExceededError
+
+    loads: list[str] = []
+    real = backends_mod.load_runtime
+
+    def counting(checkpoint, **kw):
+        loads.append(checkpoint)
+        return real(checkpoint, **kw)
+
+    monkeypatch.setattr(backends_mod, "load_runtime", counting)
+    stalled = Settings(checkpoint="nyc/stalls", device="cpu")
+    local = Settings(checkpoint=str(artifact_dir), device="cpu")
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceededError, match="loading checkpoint 'nyc/stalls'.*raise `deadline_s`"):
+        get_runtime(stalled, deadline=Deadline(2.0))
+    assert time.monotonic() - t0 < 3.5
+    # the stalled load is still in flight: another checkpoint loads meanwhile, not behind it
+    done = threading.Event()
+    threading.Thread(target=lambda: (get_runtime(local), done.set()), daemon=True).start()
+    assert done.wait(30), "a local checkpoint waited behind the stalled hub download"
+    # a second caller of the stalled checkpoint waits on the same load (single flight), to its own deadline
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceededError):
+        get_runtime(stalled, deadline=Deadline(1.0))
+    assert time.monotonic() - t0 < 2.5
+    assert loads.count("nyc/stalls") == 1, "the second caller started a second load"
+    stalled_hub.faults.clear()  # the stall ends: the hub closes the connection, the load fails
+    deadline = time.monotonic() + 60
+    while backends_mod.runtime_cache_info()["loading"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # nothing half-downloaded is served as the file: no complete weights in the cache's snapshots
+    snaps = list((tmp_path / "hub-cache").rglob("snapshots/*/model.safetensors"))
+    assert snaps == [] or all(p.stat().st_size == (artifact_dir / WEIGHTS_FILE).stat().st_size for p in snaps)
+    # and the next load, with the hub healthy, succeeds and is the same model
+    rt = get_runtime(stalled, deadline=Deadline(60.0))
+    assert rt.model_info().checkpoint["sha256"] == get_runtime(local).model_info().checkpoint["sha256"]

@@ -58,22 +58,6 @@ def test_unreachable_hub_fails_fast_and_says_so(tmp_path: Path, monkeypatch: pyt
     assert hub.hub_reachable("terramind-nyc/not-cached", CONFIG_FILE, None) is False  # remembered, not re-asked
 
 
-@pytest.fixture
-def loopback_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """huggingface_hub pointed at a HubServer on 127.0.0.1 with an empty cache."""
-    from huggingface_hub import constants
-
-    from terramind_nyc.testing import HubServer
-
-    with HubServer() as server:
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        yield server
-
-
 def test_repo_id_downloads_from_a_loopback_hub_then_loads_offline(tiny_dir: Path, loopback_hub,
                                                                   monkeypatch: pytest.MonkeyPatch):
     """The real huggingface_hub download path (HEAD, GET, cache, revision pin) against a
