@@ -197,12 +197,14 @@ class _Run:
         out.mkdir(parents=True, exist_ok=True)
         files = {"json": out / "result.json", "geotiff": out / "result.tif",
                  "geojson": out / "result.geojson", "quicklook": out / "quicklook.png"}
-        files["json"].write_text(json.dumps(r.to_dict(), indent=2, allow_nan=False))
+        from .atomic import atomic_write_text
+
+        atomic_write_text(files["json"], json.dumps(r.to_dict(), indent=2, allow_nan=False))
         r.to_geotiff(files["geotiff"])
-        gj = r.to_geojson()
+        r.write_geojson(files["geojson"])
+        gj = json.loads(files["geojson"].read_text())
         if gj.get("type") != "FeatureCollection" or not gj.get("features"):
             raise AssertionError("GeoJSON has no features")
-        files["geojson"].write_text(json.dumps(gj))
         r.quicklook(files["quicklook"])
         import rasterio
 

@@ -56,9 +56,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import BackendError, InvalidInputError
 from ._onnx_graph import TensorStore, input_shape, name_shapes
-from .artifact import load_artifact, publish_file, write_config
+from .artifact import load_artifact, write_config
 from .config import ModelConfig
 from .files import ONNX_DATA_FILE, WEIGHTS_FILE, onnx_files_in
 from .onnx_record import OnnxExport, OnnxGraph, onnx_graph_file
@@ -385,9 +386,8 @@ def _install(config_src: Path, weights_src: Path, dest: Path, stage: Path, confi
     """Step 4: move the staged export into ``dest`` and record it in ``dest``'s config.json (atomic steps)."""
     same = dest.resolve() == config_src.parent.resolve()
     if not same:
-        tmp = dest / f".{WEIGHTS_FILE}.tmp"
-        shutil.copyfile(weights_src, tmp)
-        publish_file(tmp, dest / WEIGHTS_FILE)
+        with atomic_path(dest / WEIGHTS_FILE) as tmp:
+            shutil.copyfile(weights_src, tmp)
     # first forget the old export, then move the new files in, then record them: an interrupted
     # install leaves an artifact without an export, never one whose record names other files
     write_config(dataclasses.replace(config, onnx=None), dest)
