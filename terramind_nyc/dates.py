@@ -8,11 +8,10 @@ All datetimes leaving this module are timezone-aware UTC.
 from __future__ import annotations
 
 import re
-import reprlib
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, shown
 from .sensors import S2_FIRST_DATE
 from .settings import Settings
 
@@ -27,14 +26,6 @@ def utc(dt: datetime) -> datetime:
     OverflowError when the conversion leaves the datetime range (year 1 east of UTC, year 9999 west).
     """
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def _shown(value: Any) -> str:
-    """``value`` as an error message shows it: short, and never an error itself (a 5000-digit int)."""
-    try:
-        return reprlib.repr(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
 
 
 def _earlier(dt: datetime, span: timedelta) -> datetime:
@@ -67,11 +58,11 @@ def _parse_point(value: Any, name: str, *, end: bool) -> datetime:
             parsed = datetime.fromisoformat(s.replace("z", "Z"))
         except ValueError:
             raise InvalidInputError(
-                f"{name} {_shown(value)} is not an ISO date or datetime; use e.g. '2024-07-01' or '2024-07-01T15:30:00Z'"
+                f"{name} {shown(value)} is not an ISO date or datetime; use e.g. '2024-07-01' or '2024-07-01T15:30:00Z'"
             ) from None
         return _parse_point(parsed, name, end=end)
     raise InvalidInputError(
-        f"{name} must be a date, datetime or ISO string, got {type(value).__name__} {_shown(value)}"
+        f"{name} must be a date, datetime or ISO string, got {type(value).__name__} {shown(value)}"
     )
 
 

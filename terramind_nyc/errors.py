@@ -7,7 +7,8 @@ Degraded-but-usable results emit a :class:`TerramindNYCWarning` subclass instead
 
 from __future__ import annotations
 
-from typing import Literal
+import reprlib
+from typing import Any, Literal
 
 __all__ = [
     "BackendError",
@@ -29,7 +30,17 @@ __all__ = [
     "StaleSceneWarning",
     "TerramindNYCError",
     "TerramindNYCWarning",
+    "shown",
 ]
+
+
+def shown(value: Any) -> str:
+    """``value`` as an error message shows it: short (``reprlib``), and never an error itself (a
+    5000-digit int, a broken ``__repr__``)."""
+    try:
+        return reprlib.repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
 
 
 class TerramindNYCError(Exception):

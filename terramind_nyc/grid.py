@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from affine import Affine
 
-from .errors import InvalidInputError, InvalidLocationError, OutsideDomainError
-from .location import as_coordinate, shown, validate_location
+from .errors import InvalidInputError, InvalidLocationError, OutsideDomainError, shown
+from .location import as_coordinate, validate_location
 from .settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import reprlib
 from typing import Any
 
 import numpy as np
 
-from .errors import InvalidLocationError, OutsideDomainError
+from .errors import InvalidLocationError, OutsideDomainError, shown
 from .settings import Settings
 
-__all__ = ["as_coordinate", "shown", "validate_location"]
-
-
-def shown(value: Any) -> str:
-    """``value`` as an error message shows it: short (``reprlib``), and never an error itself (a
-    5000-digit int, a broken ``__repr__``)."""
-    try:
-        return reprlib.repr(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
+__all__ = ["as_coordinate", "validate_location"]
 
 
 def as_coordinate(value: Any, name: str) -> float:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .cache import stable_key
 from .errors import InvalidInputError
-from .settings import Settings
+from .settings import LIMITS, Settings
 
 if TYPE_CHECKING:  # pragma: no cover
     from .grid import ChipGrid
@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["MAX_SIZE_M", "Request", "check_size", "window_key"]
 
-#: Largest window one call serves, metres.
-MAX_SIZE_M = 20_000
+#: Largest window one call serves, metres (the ``size_m`` setting's limit).
+MAX_SIZE_M = LIMITS["size_m"][1]
 
 
 # ----------------------------------------------------------------------------------------
@@ -37,8 +37,8 @@ def check_size(size_m: float | None, radius_m: float | None, settings: Settings)
     if size < settings.resolution_m:
         raise InvalidInputError(f"size_m={size} is smaller than one {settings.resolution_m} m pixel")
     if size > MAX_SIZE_M:
-        raise InvalidInputError(f"size_m={size} is larger than the 20 km this library serves in one call; "
-                                "use fetch_many for many points")
+        raise InvalidInputError(f"size_m={size} is larger than the {MAX_SIZE_M / 1000:g} km this library serves "
+                                "in one call; use fetch_many for many points")
     if radius_m is not None:
         radius_m = as_metres(radius_m, "radius_m")
         if 2 * radius_m > size:
@@ -48,8 +48,9 @@ def check_size(size_m: float | None, radius_m: float | None, settings: Settings)
                 )
             size = float(math.ceil(2 * radius_m / settings.resolution_m) * settings.resolution_m)
             if size > MAX_SIZE_M:
-                raise InvalidInputError(f"radius_m={radius_m} needs a {size:g} m window, larger than the 20 km this "
-                                        f"library serves in one call; use radius_m <= {MAX_SIZE_M / 2:g}")
+                raise InvalidInputError(f"radius_m={radius_m} needs a {size:g} m window, larger than the "
+                                        f"{MAX_SIZE_M / 1000:g} km this library serves in one call; "
+                                        f"use radius_m <= {MAX_SIZE_M / 2:g}")
         radius_m = float(radius_m)
     return float(size), radius_m
 

@@ -22,12 +22,11 @@ import inspect
 import math
 import numbers
 import os
-import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from .errors import InvalidInputError, SettingsError
+from .errors import InvalidInputError, SettingsError, shown
 
 __all__ = ["DEFAULT_CHECKPOINT", "ENV_PREFIX", "KEY_SCOPES", "LIMITS", "PLANETARY_COMPUTER_URL", "POSITIVE", "Settings"]
 
@@ -167,7 +166,7 @@ class Settings:
                 try:
                     values[f.name] = _check_field(f.name, hints[f.name], _parse(f.name, hints[f.name], raw))
                 except SettingsError as exc:
-                    raise SettingsError(f"{key}={_shown(raw)} is not a valid value for `{f.name}`: {exc}") from None
+                    raise SettingsError(f"{key}={shown(raw)} is not a valid value for `{f.name}`: {exc}") from None
         values.update(overrides)
         return cls(**values)
 
@@ -237,14 +236,6 @@ _UNITS = {"_days": " of days", "_pct": " (percent)", "_m": " of metres", "_px": 
 _PATHS = frozenset({"catalog_path", "checkpoint", "cache_dir"})  # os.PathLike accepted, kept as str
 
 
-def _shown(value: Any) -> str:
-    """``value`` as an error message shows it: short, and never an error itself (a 5000-digit int)."""
-    try:
-        return reprlib.repr(value)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
-
-
 @functools.cache
 def _hints() -> dict[str, Any]:  # field name -> type hint
     return get_type_hints(Settings)
@@ -312,7 +303,7 @@ def _number(name: str, value: Any, integer: bool) -> float:
     lo, hi = LIMITS[name]
     unit = next((u for suffix, u in _UNITS.items() if name.endswith(suffix)), "")
     rng = f"above {lo:g} and at most {hi:g}" if name in POSITIVE else f"from {lo:g} to {hi:g}"
-    bad = SettingsError(f"`{name}` must be {'a whole' if integer else 'a'} number{unit} {rng}, got {_shown(value)}")
+    bad = SettingsError(f"`{name}` must be {'a whole' if integer else 'a'} number{unit} {rng}, got {shown(value)}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy numbers are Real, np.bool_ not
         raise bad
     try:
@@ -332,11 +323,11 @@ def _check_field(name: str, hint: Any, value: Any) -> Any:
     base = next((a for a in args if a is not type(None)), hint) if get_origin(hint) is not tuple else hint
     if get_origin(hint) is Literal:
         if not isinstance(value, str) or value not in args:
-            raise SettingsError(f"`{name}` must be one of {', '.join(repr(a) for a in args)}, got {_shown(value)}")
+            raise SettingsError(f"`{name}` must be one of {', '.join(repr(a) for a in args)}, got {shown(value)}")
         return value
     if base is bool:
         if not isinstance(value, bool):
-            raise SettingsError(f"`{name}` must be True or False, got {_shown(value)}")
+            raise SettingsError(f"`{name}` must be True or False, got {shown(value)}")
         return bool(value)
     if base in (int, float):
         return _number(name, value, base is int)
@@ -345,12 +336,12 @@ def _check_field(name: str, hint: Any, value: Any) -> Any:
             value = os.fspath(value)
         if not isinstance(value, str) or not value.strip():
             none = " or None" if type(None) in args else ""
-            raise SettingsError(f"`{name}` must be a non-empty string{none}, got {_shown(value)}; see docs/settings.md")
+            raise SettingsError(f"`{name}` must be a non-empty string{none}, got {shown(value)}; see docs/settings.md")
         return value
     if name in ("domain_lat", "domain_lon"):
         lim = 90 if name == "domain_lat" else 180
         bad = SettingsError(f"`{name}` must be (min, max) degrees with -{lim} <= min < max <= {lim}, got "
-                            f"{_shown(value)}; e.g. {_shown(getattr(Settings, name))}")
+                            f"{shown(value)}; e.g. {shown(getattr(Settings, name))}")
         if not isinstance(value, (tuple, list)) or len(value) != 2:
             raise bad
         try:
@@ -364,7 +355,7 @@ def _check_field(name: str, hint: Any, value: Any) -> Any:
     if isinstance(value, str) or not isinstance(value, (tuple, list)) or not value \
             or not all(isinstance(v, str) and v.strip() for v in value):
         raise SettingsError(f"`{name}` must be a non-empty list of names such as ('CPUExecutionProvider',), got "
-                            f"{_shown(value)}")
+                            f"{shown(value)}")
     return tuple(value)
 
 
@@ -377,7 +368,7 @@ def _validate(s: Settings) -> dict[str, Any]:
         raise SettingsError("catalog_provider='local' needs `catalog_path` (an ItemCollection file or item folder)")
     if provider != "local" and not values["catalog_url"].lower().startswith(("http://", "https://")):
         raise SettingsError(f"catalog_provider={provider!r} needs `catalog_url`, an http(s) URL of a STAC API root, "
-                            f"got {_shown(values['catalog_url'])}")
+                            f"got {shown(values['catalog_url'])}")
     if values["size_m"] < values["resolution_m"]:
         raise SettingsError(f"`size_m`={values['size_m']:g} is smaller than one {values['resolution_m']:g} m pixel "
                             "(`resolution_m`); pass a larger size_m")

@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from terramind_nyc.errors import InvalidLocationError, OutsideDomainError
-from terramind_nyc.location import as_coordinate, shown, validate_location
+from terramind_nyc.errors import InvalidLocationError, OutsideDomainError, shown
+from terramind_nyc.location import as_coordinate, validate_location
 from terramind_nyc.settings import Settings
 
 
