@@ -110,12 +110,32 @@ def test_failing_requests_never_break_concurrent_ones(world):
     assert got == want
 
 
-def test_a_retired_io_pool_still_serves_the_requests_that_hold_it():
-    """PoolSlot.retire only stops handing a pool out: a request holding it keeps submitting."""
-    pool = PoolSlot.get(3)
-    PoolSlot.retire(3, pool)
-    assert PoolSlot.get(3) is not pool
-    assert pool.submit(lambda: 7).result(timeout=5) == 7
+def test_a_retired_io_pool_serves_its_holders_and_is_shut_down_by_the_last():
+    """Retiring a pool only stops handing it out: a request holding it keeps submitting, and the
+    pool is shut down (its threads end) when its last holder gives it back."""
+    first, second = PoolSlot.acquire(3), PoolSlot.acquire(3)
+    assert first is second
+    PoolSlot.release(3, first, retire=True)  # a request that ran out of time with hung reads
+    fresh = PoolSlot.acquire(3)
+    assert fresh is not second
+    assert second.submit(lambda: 7).result(timeout=5) == 7  # the other holder is unaffected
+    PoolSlot.release(3, second)
+    with pytest.raises(RuntimeError):  # the last holder gone: the retired pool is shut down
+        second.submit(lambda: 7)
+    PoolSlot.release(3, fresh)
+    assert PoolSlot.acquire(3) is fresh  # a pool that was not retired stays warm
+    PoolSlot.release(3, fresh)
+
+
+def test_requests_leave_no_threads_behind(world):
+    """Many requests that fail fast while their other reads still run do not pile up threads."""
+    cat, s = world
+    fetch(*cat.points["clear"], when=cat.when("clear"), settings=s)
+    before = threading.active_count()
+    for _ in range(30):
+        with pytest.raises(NoSceneError):
+            fetch(*cat.points["clear"], when=EMPTY_WHEN, settings=s)
+    assert threading.active_count() <= before + s.io_threads + 2
 
 
 @pytest.mark.slow
@@ -134,6 +154,7 @@ def test_fetch_many_over_ten_thousand_random_nyc_points(world):
     assert set(errors) <= {"NoSceneError", "OutsideDomainError", "ChipNodataError"}, errors
     assert sum(it.ok for it in items[-10:-5]) == 5
     assert time.monotonic() - t0 < 600
+    assert threading.active_count() < 64, f"{threading.active_count()} threads left after the batch"
 
 
 # ----------------------------------------------------------------------------------------

@@ -29,32 +29,50 @@ class PoolSlot:
     """A process-wide I/O thread pool per size, kept warm between requests.
 
     Threads that already read once skip GDAL's and PROJ's per-thread start-up (about 70 ms of a
-    parallel chip read on two cores). A pool with abandoned work still running (a hung server,
-    see :class:`Runner`) is retired: the next request gets a fresh pool. A retired pool is never
-    shut down, because other requests may still hold it and submit to it: it is only forgotten,
-    and its threads exit once the last request holding it is gone and their HTTP timeouts have
-    ended the abandoned reads. A forked child never reuses its parent's pool.
+    parallel chip read on two cores). Requests take a pool with :meth:`acquire` and give it back
+    with :meth:`release`. A request that ran out of time with work still running (a hung
+    server, see :class:`Runner`) retires its pool: new requests get a fresh one, while the
+    requests that hold the old one keep using it; it is shut down only when the last of them
+    releases it, and its threads then exit as their HTTP timeouts end the abandoned reads. So
+    no request ever shuts down a pool another one uses. A forked child never reuses its
+    parent's pool.
     """
 
     _lock = threading.Lock()
     _pools: ClassVar[dict[int, tuple[int, ThreadPoolExecutor]]] = {}
+    _holders: ClassVar[dict[ThreadPoolExecutor, int]] = {}
+    _retired: ClassVar[set[ThreadPoolExecutor]] = set()
 
     @classmethod
-    def get(cls, threads: int) -> ThreadPoolExecutor:
+    def acquire(cls, threads: int) -> ThreadPoolExecutor:
+        """The current pool of ``threads`` threads, held until :meth:`release`."""
         with cls._lock:
             entry = cls._pools.get(threads)
             if entry is None or entry[0] != os.getpid():
                 pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"terramind-nyc-io{threads}")
                 cls._pools[threads] = entry = (os.getpid(), pool)
+            cls._holders[entry[1]] = cls._holders.get(entry[1], 0) + 1
             return entry[1]
 
     @classmethod
-    def retire(cls, threads: int, pool: ThreadPoolExecutor) -> None:
-        """Stop handing ``pool`` to new requests (it is not shut down: see the class docstring)."""
+    def release(cls, threads: int, pool: ThreadPoolExecutor, *, retire: bool = False) -> None:
+        """Give ``pool`` back; ``retire``: hand it to no new request. A retired pool no one holds
+        is shut down (without waiting for its running tasks)."""
         with cls._lock:
-            entry = cls._pools.get(threads)
-            if entry is not None and entry[1] is pool:
-                del cls._pools[threads]
+            if retire:
+                entry = cls._pools.get(threads)
+                if entry is not None and entry[1] is pool:
+                    del cls._pools[threads]
+                cls._retired.add(pool)
+            left = cls._holders.get(pool, 1) - 1
+            if left > 0:
+                cls._holders[pool] = left
+                return
+            cls._holders.pop(pool, None)
+            if pool not in cls._retired:
+                return
+            cls._retired.discard(pool)
+        pool.shutdown(wait=False)
 
 
 class Runner:
@@ -68,8 +86,9 @@ class Runner:
     def __init__(self, threads: int, deadline: Deadline) -> None:
         self.deadline = deadline
         self.threads = max(1, int(threads))
-        self._pool = PoolSlot.get(self.threads)
+        self._pool = PoolSlot.acquire(self.threads)
         self._futures: list[Future[Any]] = []
+        self._released = False
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         fut = self._pool.submit(fn, *args, **kwargs)
@@ -106,12 +125,21 @@ class Runner:
                 raise self.deadline.error(step, service)
 
     def close(self) -> None:
-        """Cancel this request's queued tasks; retire the pool if any of them is still running."""
+        """Cancel this request's queued tasks and give the pool back.
+
+        Tasks still running are left to finish (each is bounded by its HTTP timeout and
+        retries). When the request ran out of time with tasks still running, they are likely
+        hung: the pool is retired so that new requests do not queue behind them.
+        """
+        if self._released:
+            return
+        self._released = True
         running = [f for f in self._futures if not f.done() and not f.cancel()]
-        if running:
-            log.debug("%d I/O task(s) still running after the request ended; retiring their pool", len(running))
-            PoolSlot.retire(self.threads, self._pool)
+        retire = bool(running) and self.deadline.expired
+        if retire:
+            log.debug("%d I/O task(s) still running at the deadline; retiring their pool", len(running))
         self._futures.clear()
+        PoolSlot.release(self.threads, self._pool, retire=retire)
 
     def __enter__(self) -> Self:
         return self
