@@ -30,8 +30,7 @@ __all__ = [
     "StaleSceneWarning",
     "TerramindNYCError",
     "TerramindNYCWarning",
-    "shown",
-]
+]  # plus shown(), the library's own helper for values in messages (not part of the public API)
 
 
 def shown(value: Any) -> str:
