@@ -140,7 +140,7 @@ art = load_artifact(artifact)
 net, cfg = art.network, art.config
 g = torch.Generator().manual_seed(0)
 t = cfg.tile_size
-extra = [cfg.timesteps] if cfg.timesteps > 1 else []
+extra = [cfg.input_timesteps] if cfg.input_timesteps > 1 else []
 x = {m.name: torch.randn(1, len(m.bands), *extra, t, t, generator=g) for m in cfg.modalities}
 # scaled_dot_product_attention runs as this op on the CPU; torch's FLOP registry lacks it
 custom = {}

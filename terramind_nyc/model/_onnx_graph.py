@@ -23,8 +23,8 @@ def input_shape(config: ModelConfig, modality: str, batch: int) -> tuple[int, ..
     """The shape of a graph input: ``(batch, bands, tile, tile)``, ``(batch, bands, T, tile, tile)`` when T > 1."""
     bands = len(config.modality(modality).bands)
     t = config.tile_size
-    if config.timesteps > 1:
-        return (batch, bands, config.timesteps, t, t)
+    if config.input_timesteps > 1:
+        return (batch, bands, config.input_timesteps, t, t)
     return (batch, bands, t, t)
 
 

@@ -64,6 +64,7 @@ class Artifact:
             "schema_version": self.config.schema_version,
             "sha256": self.sha256,
             "license": self.config.license,
+            **self.config.checkpoint_kind(),
         }
 
 
@@ -85,14 +86,17 @@ def load_artifact(source: str | os.PathLike[str], *, revision: str | None = None
     config = read_config_file(files.config, f"{label}: {CONFIG_FILE}")
     header = read_header(files.weights)
 
-    from .network import build_network
+    from .network import build_network, v1_weight_name
 
     # prepared (eval; channels-last convolutions on CPU) before the weights are read, so the
     # layout change never holds two copies of those weights
     network = build_network(config, pretrained=False).prepare_for_inference(device)
     targets = network.state_dict()
+    if config.schema_version == 1:  # same tensors, the neck named as version 1 named it
+        targets = {v1_weight_name(k): t for k, t in targets.items()}
     check_weights(header, targets, config, label)
     sha = read_into(files.weights, header, targets, label)
+    network.merge_lora()  # the LoRA variants' merged weights, from the factors just read
     broken = [name for name, t in targets.items() if t.is_floating_point() and not bool(t.isfinite().all())]
     if broken:
         raise CheckpointError(
@@ -151,6 +155,8 @@ def save_artifact(network: MultiHeadTerraMind, config: ModelConfig | None, direc
         raise InvalidInputError(f"{out} exists and is not a directory")
     if config.onnx is not None:
         config = config.replace(onnx=None)
+    if config.schema_version != SCHEMA_VERSION:  # the weights are written with this version's names
+        config = config.replace(schema_version=SCHEMA_VERSION)
     existing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE) if (out / n).exists()]
     if existing and not overwrite:
         raise InvalidInputError(f"{out} already holds an artifact ({', '.join(existing)}); pass overwrite=True")

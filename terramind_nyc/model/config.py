@@ -24,10 +24,24 @@ from . import _schema as schema
 from .onnx_record import OnnxExport, check_onnx_record
 
 __all__ = ["DEFAULT_HEADS", "DEFAULT_MODALITIES", "DEFAULT_TILE_SIZE", "ENCODERS", "KNOWN_MODALITIES", "MAX_JSON_DEPTH",
-           "SCHEMA_VERSION", "TEMPORAL_POOLINGS", "HeadSpec", "ModalitySpec", "ModelConfig", "S2OffsetRule"]
+           "READABLE_SCHEMA_VERSIONS", "SCHEMA_VERSION", "SHARED_ENCODER", "TEMPORAL_POOLINGS", "TRANSFORMS",
+           "LORA_TARGETS", "EncoderSpec", "HeadSpec", "LoraSpec", "ModalitySpec", "ModelConfig", "S2OffsetRule"]
 
-#: Version of the config.json schema this library reads and writes.
-SCHEMA_VERSION = 1
+#: Version of the config.json schema this library writes. Version 2 added per-head encoder
+#: variants (``encoders``, ``heads[].encoder``), ``temporal_repeat`` and ``modalities[].transform``.
+SCHEMA_VERSION = 2
+#: Versions it reads: a version-1 config is a version-2 one with a single shared encoder (its
+#: weights name the neck ``neck.*``; :func:`weight_name_v1_to_v2` maps them).
+READABLE_SCHEMA_VERSIONS = (1, 2)
+#: Name of the encoder of a checkpoint with one shared encoder (every version-1 checkpoint).
+SHARED_ENCODER = "shared"
+#: What a modality's raw values go through before standardisation: nothing, or dB -> linear
+#: power (``10 ** (x / 10)``: the library reads Sentinel-1 in dB).
+TRANSFORMS = ("", "db_to_linear")
+#: The fields a version-1 config may hold.
+_V1_FIELDS = frozenset({"schema_version", "name", "version", "encoder", "modalities", "heads", "timesteps",
+                        "temporal_pooling", "tile_size", "decoder_channels", "neck_indices", "s2_offset", "license",
+                        "training", "metrics", "onnx"})
 #: TerraMind v1 encoder sizes: name -> (depth, token dimension).
 ENCODERS: Mapping[str, tuple[int, int]] = {
     "terramind_v1_tiny": (12, 192), "terramind_v1_small": (12, 384), "terramind_v1_base": (12, 768),
@@ -57,17 +71,21 @@ class ModalitySpec:
     std: tuple[float, ...]
     """Per-band standard deviation (> 0), in the input's units, divided after the mean."""
     units: str = ""
-    """What the raw values are (documentation: ``DN``, ``dB``, ``m``)."""
+    """What the values standardised with ``mean`` / ``std`` are (documentation: ``DN``, ``dB``, ``m``)."""
+    transform: str = ""
+    """Applied to the values the library reads before standardising (:data:`TRANSFORMS`): ``""``
+    none; ``db_to_linear`` turns Sentinel-1 dB into linear power, for weights trained on linear backscatter."""
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> ModalitySpec:
         """Parse one entry of ``modalities``; CheckpointError names the bad field."""
         d = schema.expect(d, dict, where)
-        schema.no_unknown(d, {"name", "bands", "mean", "std", "units"}, where)
+        schema.no_unknown(d, {"name", "bands", "mean", "std", "units", "transform"}, where)
         schema.require(d, ("name", "bands", "mean", "std"), where)
         return cls(name=schema.expect(d["name"], str, f"{where}.name"), bands=schema.str_tuple(d["bands"], f"{where}.bands"),
                    mean=schema.float_tuple(d["mean"], f"{where}.mean"), std=schema.float_tuple(d["std"], f"{where}.std"),
-                   units=schema.expect(d.get("units", ""), str, f"{where}.units"))
+                   units=schema.expect(d.get("units", ""), str, f"{where}.units"),
+                   transform=schema.expect(d.get("transform", ""), str, f"{where}.transform"))
 
 
 @dataclass(frozen=True)
@@ -84,18 +102,77 @@ class HeadSpec:
     """Two-class heads: probability of class 1 at or above which a pixel is class 1 (0..1)."""
     description: str = ""
     """What the head predicts and where its labels came from."""
+    encoder: str = SHARED_ENCODER
+    """The encoder variant (:class:`EncoderSpec` name) whose features this head decodes."""
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> HeadSpec:
         """Parse one entry of ``heads``; CheckpointError names the bad field."""
         d = schema.expect(d, dict, where)
-        schema.no_unknown(d, {"name", "classes", "colors", "threshold", "description"}, where)
+        schema.no_unknown(d, {"name", "classes", "colors", "threshold", "description", "encoder"}, where)
         schema.require(d, ("name", "classes", "colors"), where)
         thr = d.get("threshold")
         return cls(name=schema.expect(d["name"], str, f"{where}.name"),
                    classes=schema.str_tuple(d["classes"], f"{where}.classes"),
                    colors=schema.str_tuple(d["colors"], f"{where}.colors"),
                    threshold=None if thr is None else float(schema.expect(thr, (int, float), f"{where}.threshold")),
+                   description=schema.expect(d.get("description", ""), str, f"{where}.description"),
+                   encoder=schema.expect(d.get("encoder", SHARED_ENCODER), str, f"{where}.encoder"))
+
+
+#: The attention layers a LoRA delta may target (those of TerraMind's transformer blocks).
+LORA_TARGETS = ("attn.qkv", "attn.proj")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A low-rank delta on the encoder's attention weights: ``W + (alpha / rank) * B @ A`` per target."""
+
+    rank: int
+    """r: the inner dimension of the factors (A is ``(r, in)``, B ``(out, r)``)."""
+    alpha: float
+    """lora_alpha; the delta is scaled by ``alpha / rank``."""
+    targets: tuple[str, ...] = LORA_TARGETS
+    """Linear layers of every transformer block that carry a delta."""
+
+    @property
+    def scale(self) -> float:
+        """``alpha / rank``, the factor of ``B @ A``."""
+        return self.alpha / self.rank
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> LoraSpec:
+        d = schema.expect(d, dict, where)
+        schema.no_unknown(d, {"rank", "alpha", "targets"}, where)
+        schema.require(d, ("rank", "alpha"), where)
+        return cls(rank=schema.expect(d["rank"], int, f"{where}.rank"),
+                   alpha=float(schema.expect(d["alpha"], (int, float), f"{where}.alpha")),
+                   targets=schema.str_tuple(d.get("targets", list(LORA_TARGETS)), f"{where}.targets"))
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """One encoder variant: the base TerraMind encoder, optionally with a LoRA delta, and its own neck.
+
+    A jointly trained checkpoint has one (:data:`SHARED_ENCODER`, no delta) that every head reads;
+    the published NYC adapters have one per head. Each variant runs once per batch of tiles.
+    """
+
+    name: str = SHARED_ENCODER
+    """Variant key (lower-case identifier); heads name it in ``encoder``."""
+    lora: LoraSpec | None = None
+    """The delta on the base encoder's weights (None: the base weights as they are)."""
+    description: str = ""
+    """Where the variant comes from."""
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> EncoderSpec:
+        d = schema.expect(d, dict, where)
+        schema.no_unknown(d, {"name", "lora", "description"}, where)
+        schema.require(d, ("name",), where)
+        lora = d.get("lora")
+        return cls(name=schema.expect(d["name"], str, f"{where}.name"),
+                   lora=None if lora is None else LoraSpec.from_dict(lora, f"{where}.lora"),
                    description=schema.expect(d.get("description", ""), str, f"{where}.description"))
 
 
@@ -149,6 +226,12 @@ class ModelConfig:
     """T: time steps per input (1 = single date; >1 runs the encoder through terratorch's TemporalWrapper)."""
     temporal_pooling: str = "mean"
     """How encoder features of the T time steps are pooled: ``mean``, ``max`` or ``concat``."""
+    temporal_repeat: bool = False
+    """T > 1 only: the weights were trained on T identical copies of one acquisition. Inputs are
+    then single-date and each encoder runs once, its features repeated T times (exactly what
+    terratorch's TemporalWrapper computes from T identical time steps, T times cheaper)."""
+    encoders: tuple[EncoderSpec, ...] = (EncoderSpec(),)
+    """Encoder variants, each with its own neck; heads name the one they decode."""
     tile_size: int = DEFAULT_TILE_SIZE
     """Side in pixels of the square tiles the model sees (multiple of 32)."""
     decoder_channels: tuple[int, ...] = (512, 256, 128, 64)
@@ -185,6 +268,34 @@ class ModelConfig:
         return (5, 11, 17, 23) if self.encoder_depth == 24 else (2, 5, 8, 11)
 
     @property
+    def input_timesteps(self) -> int:
+        """Time steps an input holds: 1 when :attr:`temporal_repeat`, else :attr:`timesteps`."""
+        return 1 if self.temporal_repeat else self.timesteps
+
+    @property
+    def encoder_names(self) -> tuple[str, ...]:
+        """Encoder variant keys in order."""
+        return tuple(e.name for e in self.encoders)
+
+    @property
+    def kind(self) -> str:
+        """``shared-encoder`` (one encoder pass per tile batch feeds every head) or
+        ``per-head-encoders`` (one pass per encoder variant, e.g. the published LoRA adapters)."""
+        return "shared-encoder" if len(self.encoders) == 1 else "per-head-encoders"
+
+    def checkpoint_kind(self) -> dict[str, Any]:
+        """``kind`` (:attr:`kind`) and ``encoder_passes`` (encoder runs per tile batch), for provenance."""
+        return {"kind": self.kind, "encoder_passes": len(self.encoders)}
+
+    def encoder_spec(self, name: str) -> EncoderSpec:
+        """The spec of encoder variant ``name`` (KeyError if absent)."""
+        return {e.name: e for e in self.encoders}[name]
+
+    def heads_of(self, encoder: str) -> tuple[str, ...]:
+        """Names of the heads that decode encoder variant ``encoder``, in head order."""
+        return tuple(h.name for h in self.heads if h.encoder == encoder)
+
+    @property
     def modality_names(self) -> tuple[str, ...]:
         """Modality keys in model order."""
         return tuple(m.name for m in self.modalities)
@@ -206,8 +317,10 @@ class ModelConfig:
         """The fields that fix the network's structure (weights names and shapes)."""
         return {
             "encoder": self.encoder, "modalities": [(m.name, len(m.bands)) for m in self.modalities],
-            "heads": [(h.name, len(h.classes)) for h in self.heads], "timesteps": self.timesteps,
+            "heads": [(h.name, len(h.classes), h.encoder) for h in self.heads], "timesteps": self.timesteps,
             "temporal_pooling": self.temporal_pooling if self.timesteps > 1 else None,
+            "temporal_repeat": self.temporal_repeat if self.timesteps > 1 else None,
+            "encoders": [(e.name, None if e.lora is None else (e.lora.rank, list(e.lora.targets))) for e in self.encoders],
             "decoder_channels": list(self.decoder_channels), "neck_indices": list(self.resolved_neck_indices),
         }
 
@@ -220,17 +333,22 @@ class ModelConfig:
 
     # --- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict, the content of ``config.json``."""
-        return {
+        """JSON-safe dict, the content of ``config.json`` (a version-1 config keeps its version and fields)."""
+        out = {
             "schema_version": self.schema_version, "name": self.name, "version": self.version, "encoder": self.encoder,
             "modalities": [_plain(m) for m in self.modalities], "heads": [_plain(h) for h in self.heads],
-            "timesteps": self.timesteps, "temporal_pooling": self.temporal_pooling, "tile_size": self.tile_size,
+            "timesteps": self.timesteps, "temporal_pooling": self.temporal_pooling,
+            "temporal_repeat": self.temporal_repeat, "encoders": [_plain_encoder(e) for e in self.encoders],
+            "tile_size": self.tile_size,
             "decoder_channels": list(self.decoder_channels),
             "neck_indices": None if self.neck_indices is None else list(self.neck_indices),
             "s2_offset": dataclasses.asdict(self.s2_offset), "license": self.license,
             "training": schema.jsonable(self.training, "training"), "metrics": schema.jsonable(self.metrics, "metrics"),
             "onnx": None if self.onnx is None else self.onnx.to_dict(),
         }
+        if self.schema_version == 1:
+            out = {k: v for k, v in out.items() if k in _V1_FIELDS}
+        return out
 
     def to_json(self) -> str:
         """``config.json`` text."""
@@ -255,14 +373,16 @@ class ModelConfig:
         if _deeper_than(data, MAX_JSON_DEPTH):
             raise CheckpointError(f"{source} nests lists and objects deeper than {MAX_JSON_DEPTH} levels; {_FIX}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION or type(version) is not int:
+        if version not in READABLE_SCHEMA_VERSIONS or type(version) is not int:
             if version is None:
                 raise CheckpointError(f"{source} has no schema_version; it is not a terramind_nyc checkpoint config")
             raise CheckpointError(f"{source} has schema_version {reprlib.repr(version)}; this terramind-nyc reads schema "
-                                  f"version {SCHEMA_VERSION}: upgrade terramind-nyc, or re-export the checkpoint with it")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+                                  f"versions {list(READABLE_SCHEMA_VERSIONS)}: upgrade terramind-nyc, or re-export the "
+                                  "checkpoint with it")
+        known = _V1_FIELDS if version == 1 else {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
         if unknown:
-            raise CheckpointError(f"{source}: unknown field(s) {reprlib.repr(unknown)} for schema version {SCHEMA_VERSION}")
+            raise CheckpointError(f"{source}: unknown field(s) {reprlib.repr(unknown)} for schema version {version}")
         try:
             return cls(schema_version=version, **_fields_of(data))
         except CheckpointError as exc:
@@ -288,6 +408,11 @@ def _plain(spec: ModalitySpec | HeadSpec) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(spec).items()}
 
 
+def _plain_encoder(e: EncoderSpec) -> dict[str, Any]:
+    lora = None if e.lora is None else {"rank": e.lora.rank, "alpha": e.lora.alpha, "targets": list(e.lora.targets)}
+    return {"name": e.name, "lora": lora, "description": e.description}
+
+
 def _fields_of(data: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`ModelConfig` keywords of a ``config.json`` dict, each checked for its type."""
     kw: dict[str, Any] = {}
@@ -297,7 +422,9 @@ def _fields_of(data: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("timesteps", "tile_size"):
         if key in data:
             kw[key] = schema.expect(data[key], int, key)
-    for key, spec in (("modalities", ModalitySpec), ("heads", HeadSpec)):
+    if "temporal_repeat" in data:
+        kw["temporal_repeat"] = schema.expect(data["temporal_repeat"], bool, "temporal_repeat")
+    for key, spec in (("modalities", ModalitySpec), ("heads", HeadSpec), ("encoders", EncoderSpec)):
         if key in data:
             kw[key] = tuple(spec.from_dict(v, f"{key}[{i}]") for i, v in enumerate(schema.expect(data[key], list, key)))
     if "decoder_channels" in data:
@@ -328,8 +455,8 @@ def _offset_rule(value: Any) -> S2OffsetRule:
 # validation
 # ----------------------------------------------------------------------------------------
 def _validate_config(c: ModelConfig) -> None:
-    if c.schema_version != SCHEMA_VERSION:
-        raise CheckpointError(f"schema_version must be {SCHEMA_VERSION}, got {c.schema_version!r}")
+    if c.schema_version not in READABLE_SCHEMA_VERSIONS:
+        raise CheckpointError(f"schema_version must be one of {list(READABLE_SCHEMA_VERSIONS)}, got {c.schema_version!r}")
     for key in ("name", "version"):
         if not isinstance(getattr(c, key), str) or not getattr(c, key):
             raise CheckpointError(f"`{key}` must be a non-empty string")
@@ -339,6 +466,14 @@ def _validate_config(c: ModelConfig) -> None:
     _validate_heads(c.heads)
     if not isinstance(c.timesteps, int) or isinstance(c.timesteps, bool) or not 1 <= c.timesteps <= 64:
         raise CheckpointError(f"`timesteps` must be an integer in 1..64, got {c.timesteps!r}")
+    if c.schema_version == 1 and (c.temporal_repeat or c.encoders != (EncoderSpec(),)):
+        raise CheckpointError("schema_version 1 has one shared encoder and no temporal_repeat; use schema_version "
+                              f"{SCHEMA_VERSION} for encoder variants")
+    if not isinstance(c.temporal_repeat, bool):
+        raise CheckpointError(f"`temporal_repeat` must be true or false, got {c.temporal_repeat!r}")
+    if c.temporal_repeat and c.timesteps == 1:
+        raise CheckpointError("`temporal_repeat` needs `timesteps` > 1 (it repeats one acquisition T times)")
+    _validate_encoders(c)
     if c.temporal_pooling not in TEMPORAL_POOLINGS:
         raise CheckpointError(f"`temporal_pooling` must be one of {list(TEMPORAL_POOLINGS)}, got {c.temporal_pooling!r}")
     if not isinstance(c.tile_size, int) or isinstance(c.tile_size, bool) or not 64 <= c.tile_size <= 2048 \
@@ -357,6 +492,35 @@ def _validate_config(c: ModelConfig) -> None:
             raise CheckpointError(f"`{key}` must be a JSON object nested at most {MAX_JSON_DEPTH - 1} levels deep")
     if c.onnx is not None:
         check_onnx_record(c.onnx, c.modality_names)
+
+
+def _validate_encoders(c: ModelConfig) -> None:
+    encoders = c.encoders
+    if not encoders or not isinstance(encoders, tuple) or not all(isinstance(e, EncoderSpec) for e in encoders):
+        raise CheckpointError("`encoders` must list at least one encoder variant (a tuple of EncoderSpec)")
+    schema.unique([e.name for e in encoders], "encoders")
+    for e in encoders:
+        where = f"encoder {e.name!r}"
+        if not isinstance(e.name, str) or not _HEAD_NAME.match(e.name):
+            raise CheckpointError(f"{where}: name must be a lower-case identifier (a-z, 0-9, _), up to 32 characters")
+        if e.lora is not None:
+            lo = e.lora
+            if not isinstance(lo.rank, int) or isinstance(lo.rank, bool) or not 1 <= lo.rank <= 1024:
+                raise CheckpointError(f"{where}: `lora.rank` must be an integer in 1..1024, got {lo.rank!r}")
+            if not (isinstance(lo.alpha, (int, float)) and math.isfinite(lo.alpha) and lo.alpha > 0):
+                raise CheckpointError(f"{where}: `lora.alpha` must be a positive number, got {lo.alpha!r}")
+            bad = sorted(set(lo.targets) - set(LORA_TARGETS))
+            if not lo.targets or bad:
+                raise CheckpointError(f"{where}: `lora.targets` must be a non-empty subset of {list(LORA_TARGETS)}"
+                                      + (f" ({bad} unknown)" if bad else ""))
+            schema.unique(lo.targets, f"{where} lora.targets")
+    names = {e.name for e in encoders}
+    for h in c.heads:
+        if h.encoder not in names:
+            raise CheckpointError(f"head {h.name!r} names encoder {h.encoder!r}; the config has {sorted(names)}")
+    unused = [e.name for e in encoders if not c.heads_of(e.name)]
+    if unused:
+        raise CheckpointError(f"encoder(s) {unused} feed no head; remove them or name them in a head's `encoder`")
 
 
 def _validate_modalities(modalities: tuple[ModalitySpec, ...]) -> None:
@@ -378,6 +542,8 @@ def _validate_modalities(modalities: tuple[ModalitySpec, ...]) -> None:
                 raise CheckpointError(f"{where}: `{key}` values must be finite numbers")
         if not all(v > 0 for v in m.std):
             raise CheckpointError(f"{where}: every `std` must be > 0")
+        if m.transform not in TRANSFORMS:
+            raise CheckpointError(f"{where}: `transform` must be one of {list(TRANSFORMS)}, got {m.transform!r}")
 
 
 def _validate_heads(heads: tuple[HeadSpec, ...]) -> None:

@@ -45,7 +45,7 @@ def validate_inputs(
     stray = sorted(str(k) for k in masks if k not in arrays)
     if stray:
         raise InvalidInputError(f"masks given for modalities without arrays: {stray}")
-    t = config.timesteps
+    t = config.input_timesteps
     ndim = 3 if t == 1 else 4
     layout = "(bands, H, W)" if t == 1 else f"(bands, T={t}, H, W)"
     out: dict[str, np.ndarray] = {}
@@ -107,6 +107,9 @@ def standardise(config: ModelConfig, arrays: Mapping[str, np.ndarray],
         mean = np.asarray(spec.mean, np.float32).reshape(shape)
         std = np.asarray(spec.std, np.float32).reshape(shape)
         x = a.astype(np.float32, copy=True)
+        if spec.transform == "db_to_linear":
+            with np.errstate(over="ignore", invalid="ignore"):
+                x = np.power(np.float32(10.0), x / np.float32(10.0), dtype=np.float32)
         x -= mean
         x /= std
         bad = ~valid[m]

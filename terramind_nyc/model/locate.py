@@ -187,6 +187,7 @@ class OnnxFiles:
             "schema_version": c.schema_version,
             "sha256": e.source_sha256,
             "license": c.license,
+            **c.checkpoint_kind(),
             "onnx": {"opset": e.opset, "exporter": e.exporter, "sha256": main.sha256, "data_sha256": e.data_sha256},
         }
 

@@ -19,6 +19,7 @@ that one head's path is the same computation as an ``EncoderDecoderFactory`` mod
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +29,10 @@ from torch import nn
 
 from ..errors import CheckpointError, InvalidInputError
 from .compat import terratorch_imports
-from .config import ModelConfig
+from .config import SHARED_ENCODER, ModelConfig
 
-__all__ = ["PATCH_SIZE", "MultiHeadTerraMind", "build_network", "terratorch_bands"]
+__all__ = ["PATCH_SIZE", "LoraPair", "MultiHeadTerraMind", "build_network", "lora_key", "lora_target", "terratorch_bands",
+           "transformer_blocks", "v1_weight_name"]
 
 #: TerraMind's patch size: input sides must be multiples of it.
 PATCH_SIZE = 16
@@ -61,11 +63,60 @@ def terratorch_bands(config: ModelConfig) -> dict[str, list[str]] | None:
     return out if differs else None
 
 
+class LoraPair(nn.Module):
+    """The LoRA factors of one linear layer: ``A`` ``(rank, in)`` and ``B`` ``(out, rank)``.
+
+    ``A`` starts Kaiming-uniform and ``B`` at zero (the usual LoRA initialisation: the delta
+    starts at zero); loaded artifacts overwrite both."""
+
+    def __init__(self, rank: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+
+    def delta(self, scale: float) -> torch.Tensor:
+        """``scale * B @ A``, the change of the layer's weight."""
+        return scale * (self.lora_B @ self.lora_A)
+
+
+def lora_key(target: str) -> str:
+    """Module key of a LoRA target (``attn.qkv`` -> ``attn_qkv``: module names hold no dots)."""
+    return target.replace(".", "_")
+
+
+def transformer_blocks(encoder: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a TerraMind encoder (or of the TerraMindViT a TemporalWrapper wraps)."""
+    vit = getattr(encoder, "encoder", None) if not hasattr(encoder, "encoder_embeddings") else encoder
+    if vit is None or not isinstance(getattr(vit, "encoder", None), nn.ModuleList):
+        raise CheckpointError(f"cannot find the transformer blocks of {type(encoder).__name__}")
+    blocks: nn.ModuleList = vit.encoder
+    return blocks
+
+
+def lora_target(block: nn.Module, target: str) -> nn.Linear:
+    """The linear layer ``target`` (``attn.qkv``) of one transformer block."""
+    module: Any = block
+    for part in target.split("."):
+        module = getattr(module, part, None)
+    if not isinstance(module, nn.Linear):
+        raise CheckpointError(f"a TerraMind block has no linear layer {target!r}")
+    return module
+
+
 class MultiHeadTerraMind(nn.Module):
-    """TerraMind encoder + shared neck + one UNet decoder and segmentation head per config head.
+    """TerraMind encoder variants, each with its neck, and one UNet decoder and segmentation head per head.
+
+    A checkpoint with one shared encoder runs it once per batch and every head decodes its
+    features. A checkpoint with per-head encoders (the published LoRA adapters) keeps the base
+    encoder's weights once plus each variant's LoRA factors (``lora.<variant>.<block>.<target>``);
+    each variant's weights ``W + (alpha / r) * B @ A`` are merged, in fp32, into a copy of the
+    encoder that shares every other tensor with the base (:meth:`merge_lora`: at construction,
+    after ``load_state_dict`` and device moves; :func:`~terramind_nyc.model.artifact.load_artifact`
+    calls it after reading the weights). Each variant then runs once per batch.
 
     Args:
-        config: the model config (encoder size, modalities and bands, heads and classes, T).
+        config: the model config (encoder size and variants, modalities and bands, heads and classes, T).
         pretrained: False for random weights (weights then come from an artifact); True for
             TerraMind's pretrained encoder from the Hugging Face hub (terratorch downloads it);
             a path to a TerraMind ``.pt`` file for the same weights offline (training only:
@@ -86,7 +137,7 @@ class MultiHeadTerraMind(nn.Module):
         self.config = config
         self.modalities: tuple[str, ...] = config.modality_names
         self.band_counts: dict[str, int] = {m.name: len(m.bands) for m in config.modalities}
-        self.timesteps = config.timesteps
+        self.timesteps = config.input_timesteps
         self.tile_size = config.tile_size
 
         kwargs: dict[str, Any] = {"modalities": list(self.modalities), "pretrained": False}
@@ -99,27 +150,87 @@ class MultiHeadTerraMind(nn.Module):
             kwargs["bands"] = bands
         vit = BACKBONE_REGISTRY.build(config.encoder, **kwargs)
         encoder: nn.Module = vit
-        if config.timesteps > 1:
+        channels: list[int] = list(vit.out_channels)
+        if config.timesteps > 1 and not config.temporal_repeat:
             encoder = TemporalWrapper(vit, pooling=config.temporal_pooling, n_timestamps=config.timesteps)
+            channels = list(encoder.out_channels)  # type: ignore[arg-type]
+        elif config.timesteps > 1 and config.temporal_pooling == "concat":
+            channels = [c * config.timesteps for c in channels]
         self.encoder = encoder
 
-        channels: list[int] = list(encoder.out_channels)  # type: ignore[arg-type]
-        select = SelectIndices(channels, list(config.resolved_neck_indices))
-        channels = select.process_channel_list(channels)
-        # remove_cls_token=False: TerraMind has no class token (the default would drop a patch token
-        # and then re-run itself after a warning)
-        reshape = ReshapeTokensToImage(channels, remove_cls_token=False)
-        channels = reshape.process_channel_list(channels)
-        pyramid = LearnedInterpolateToPyramidal(channels)
-        channels = pyramid.process_channel_list(channels)
-        self.neck = nn.ModuleList([select, reshape, pyramid])
+        blocks = transformer_blocks(encoder)
+        self.lora = nn.ModuleDict()
+        for e in config.encoders:
+            if e.lora is not None:
+                lo = e.lora
+                self.lora[e.name] = nn.ModuleList(
+                    nn.ModuleDict({lora_key(t): LoraPair(lo.rank, lora_target(b, t).in_features,
+                                                         lora_target(b, t).out_features) for t in lo.targets})
+                    for b in blocks)
+
+        self.necks = nn.ModuleDict()
+        for e in config.encoders:
+            select = SelectIndices(channels, list(config.resolved_neck_indices))
+            chans = select.process_channel_list(channels)
+            # remove_cls_token=False: TerraMind has no class token (the default would drop a patch token
+            # and then re-run itself after a warning)
+            reshape = ReshapeTokensToImage(chans, remove_cls_token=False)
+            chans = reshape.process_channel_list(chans)
+            pyramid = LearnedInterpolateToPyramidal(chans)
+            chans = pyramid.process_channel_list(chans)
+            self.necks[e.name] = nn.ModuleList([select, reshape, pyramid])
 
         dec = list(config.decoder_channels)
-        self.decoders = nn.ModuleDict({h.name: UNetDecoder(channels, dec) for h in config.heads})
+        self.decoders = nn.ModuleDict({h.name: UNetDecoder(chans, dec) for h in config.heads})
         self.heads = nn.ModuleDict({h.name: SegmentationHead(dec[-1], num_classes=len(h.classes))
                                     for h in config.heads})
+        self._merged: dict[str, nn.Module] = {}
+        self.merge_lora()
+
+    @property
+    def neck(self) -> nn.ModuleList:
+        """The neck of the first encoder variant (the only one of a shared-encoder checkpoint)."""
+        neck: nn.ModuleList = self.necks[self.config.encoders[0].name]
+        return neck
 
     # ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def merge_lora(self) -> None:
+        """(Re)build each LoRA variant's encoder: a copy of the base sharing every tensor but the
+        targets, whose weights are ``W + (alpha / r) * B @ A`` (fp32, the adapters' own formula)."""
+        merged: dict[str, nn.Module] = {}
+        for e in self.config.encoders:
+            if e.lora is None:
+                continue
+            shared = {id(t): t for t in (*self.encoder.parameters(), *self.encoder.buffers())}
+            copy_ = copy.deepcopy(self.encoder, memo=shared)
+            for block, pairs in zip(transformer_blocks(copy_), self.lora[e.name], strict=True):
+                for t in e.lora.targets:
+                    lin = lora_target(block, t)
+                    pair = pairs[lora_key(t)]
+                    w = lin.weight.float() + pair.delta(e.lora.scale).float()
+                    lin.weight = nn.Parameter(w.to(lin.weight.dtype), requires_grad=False)
+            copy_.train(self.training)
+            merged[e.name] = copy_
+        self._merged = merged
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.merge_lora()
+        return result
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MultiHeadTerraMind:
+        super()._apply(fn, recurse)
+        if hasattr(self, "_merged"):
+            self.merge_lora()
+        return self
+
+    def train(self, mode: bool = True) -> MultiHeadTerraMind:
+        super().train(mode)
+        for m in getattr(self, "_merged", {}).values():
+            m.train(mode)
+        return self
+
     def prepare_for_inference(self, device: str | torch.device = "cpu") -> MultiHeadTerraMind:
         """Eval mode and, on CPU, the convolutional part in channels-last memory format.
 
@@ -130,7 +241,7 @@ class MultiHeadTerraMind(nn.Module):
         """
         self.eval()
         if torch.device(device).type == "cpu":
-            for part in (self.neck, self.decoders, self.heads):
+            for part in (self.necks, self.decoders, self.heads):
                 part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return self
 
@@ -169,27 +280,61 @@ class MultiHeadTerraMind(nn.Module):
             )
         return size
 
-    def _features(self, inputs: Mapping[str, torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
-        """The shared part: encoder + neck, giving the feature pyramid every head decodes."""
-        # config order, whatever the dict's insertion order
-        x = {m: inputs[m] for m in self.modalities if m in inputs}
-        feats = self.encoder(x)
-        feats = self.neck[0](feats)
-        feats = self.neck[1](feats, image_size=size)
-        return self.neck[2](feats)  # type: ignore[no-any-return]
+    def encode(self, variant: str, inputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Encoder tokens per block of encoder variant ``variant`` (``temporal_repeat``: repeated T times)."""
+        x = {m: inputs[m] for m in self.modalities if m in inputs}  # config order, whatever the dict's order
+        spec = self.config.encoder_spec(variant)
+        if spec.lora is None:
+            feats = self.encoder(x)
+        elif self.training:  # differentiable: the merged weights as a function of the factors
+            feats = self._encode_lora_functional(variant, x)
+        else:
+            feats = self._merged[variant](x)
+        c = self.config
+        if c.temporal_repeat and c.temporal_pooling == "concat":
+            # TemporalWrapper(concat) on T identical steps concatenates T equal feature maps
+            feats = [torch.cat([f] * c.timesteps, dim=-1) for f in feats]
+        return list(feats)
+
+    def _encode_lora_functional(self, variant: str, x: Mapping[str, torch.Tensor]) -> Any:
+        spec = self.config.encoder_spec(variant)
+        assert spec.lora is not None
+        names = {id(m): n for n, m in self.encoder.named_modules()}
+        params: dict[str, torch.Tensor] = {}
+        for block, pairs in zip(transformer_blocks(self.encoder), self.lora[variant], strict=True):
+            for t in spec.lora.targets:
+                lin = lora_target(block, t)
+                params[f"{names[id(lin)]}.weight"] = lin.weight + pairs[lora_key(t)].delta(spec.lora.scale)
+        return torch.func.functional_call(self.encoder, params, (x,))
+
+    def _features(self, variant: str, inputs: Mapping[str, torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
+        """Encoder variant + its neck: the feature pyramid its heads decode."""
+        neck = self.necks[variant]
+        feats = neck[0](self.encode(variant, inputs))
+        feats = neck[1](feats, image_size=size)
+        return neck[2](feats)  # type: ignore[no-any-return]
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Logits per head, ``(B, classes, H, W)`` at the input resolution, in config head order."""
+        """Logits per head, ``(B, classes, H, W)`` at the input resolution, in config head order.
+
+        Each encoder variant runs once; its heads read the same features (no clone needed: the
+        decoders do not modify them)."""
         size = self.check_inputs(inputs)
-        feats = self._features(inputs, size)
         out: dict[str, torch.Tensor] = {}
-        for name in self.decoders:
-            # the decoders read the shared features without modifying them (no clone needed)
-            logits = self.heads[name](self.decoders[name](feats))
-            if logits.shape[-2:] != size:
-                logits = F.interpolate(logits, size=size, mode="bilinear")
-            out[name] = logits
-        return out
+        for e in self.config.encoders:
+            feats = self._features(e.name, inputs, size)
+            for name in self.config.heads_of(e.name):
+                logits = self.heads[name](self.decoders[name](feats))
+                if logits.shape[-2:] != size:
+                    logits = F.interpolate(logits, size=size, mode="bilinear")
+                out[name] = logits
+        return {h: out[h] for h in self.config.head_names}
+
+
+def v1_weight_name(name: str) -> str:
+    """The name a version-1 artifact gives weight ``name`` of this network (its only neck was ``neck.*``)."""
+    prefix = f"necks.{SHARED_ENCODER}."
+    return "neck." + name[len(prefix):] if name.startswith(prefix) else name
 
 
 def build_network(config: ModelConfig, *, pretrained: bool | str = False) -> MultiHeadTerraMind:

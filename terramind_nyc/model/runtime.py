@@ -104,7 +104,7 @@ class ModelInfo:
     tile_size: int
     """Side in pixels of the square tiles the model sees."""
     timesteps: int
-    """T: time steps per input (1 = single date)."""
+    """T: time steps per input (1 = single date, also for weights trained on T repeated copies of one)."""
     threads: int | None = None
     """Intra-op threads per compiled graph (ONNX Runtime, OpenVINO; None: the library default or torch)."""
     provider: str | None = None
@@ -175,7 +175,7 @@ class Runtime:
             building_threshold=bld.threshold if bld else None,
             s2_bands=s2,
             tile_size=c.tile_size,
-            timesteps=c.timesteps,
+            timesteps=c.input_timesteps,
         )
 
     def plan(self, height: int, width: int) -> TilePlan:

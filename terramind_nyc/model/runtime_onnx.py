@@ -177,7 +177,7 @@ class OnnxGraphRuntime(Runtime):
         t = c.tile_size
         for m in modalities:
             spec = c.modality(m)
-            want: list[Any] = ["batch", len(spec.bands), *([c.timesteps] if c.timesteps > 1 else []), t, t]
+            want: list[Any] = ["batch", len(spec.bands), *([c.input_timesteps] if c.input_timesteps > 1 else []), t, t]
             is_float, type_name, got = inputs[m]
             ok = (is_float and len(got) == len(want) and not isinstance(got[0], int)
                   and all(g == w for g, w in zip(got[1:], want[1:])))

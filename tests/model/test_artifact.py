@@ -69,9 +69,9 @@ def test_save_rejects_a_config_of_another_architecture(tmp_path: Path):
 
 def test_unknown_schema_version_in_an_artifact(copy_dir: Path):
     d = json.loads((copy_dir / CONFIG_FILE).read_text())
-    d["schema_version"] = 2
+    d["schema_version"] = 3
     (copy_dir / CONFIG_FILE).write_text(json.dumps(d))
-    with pytest.raises(CheckpointError, match="schema_version 2.*upgrade terramind-nyc"):
+    with pytest.raises(CheckpointError, match="schema_version 3.*upgrade terramind-nyc"):
         load_artifact(copy_dir)
 
 

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from terramind_nyc.errors import InvalidInputError
 from terramind_nyc.model.compat import terratorch_imports
 from terramind_nyc.model.config import HeadSpec, ModalitySpec, ModelConfig
-from terramind_nyc.model.network import MultiHeadTerraMind, build_network
+from terramind_nyc.model.network import MultiHeadTerraMind, build_network, v1_weight_name
 from terramind_nyc.testing.model import make_tiny_network, tiny_config
 
 
@@ -53,8 +53,8 @@ def test_each_head_is_the_computation_of_a_terratorch_single_head_model(net):
         ).eval()
         mapped = {}
         for k, v in sd.items():
-            if k.startswith(("encoder.", "neck.")):
-                mapped[k] = v
+            if k.startswith(("encoder.", "necks.shared.")):
+                mapped[v1_weight_name(k)] = v  # terratorch names the neck ``neck.*``
             elif k.startswith(f"decoders.{head.name}."):
                 mapped["decoder." + k[len(f"decoders.{head.name}."):]] = v
             elif k.startswith(f"heads.{head.name}."):
