@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
+from .model.adapters import default_status, is_adapters_source
 from .model.locate import is_local_checkpoint
 from .model.precision import choose_precision, cpu_bf16_flags, cpu_model
-from .settings import Settings
+from .settings import DEFAULT_CHECKPOINT, Settings
 
 __all__ = ["backend_availability", "checkpoint_status", "environment_info", "precision_status"]
 
@@ -87,6 +88,14 @@ def checkpoint_status(settings: Settings, *, timeout_s: float = 5.0) -> dict[str
         status["detail"] = "local artifact" if status["reachable"] else (
             f"missing {', '.join(files)} in {path}" if path.is_dir() else f"no directory {path}"
         )
+        return status
+    if is_adapters_source(ck):
+        default = default_status(settings.checkpoint_revision)
+        status.update(kind="adapters", default=ck == DEFAULT_CHECKPOINT, converted=default["path"],
+                      reachable=default["cached"],
+                      detail="converted into the local cache" if default["cached"] else
+                      "not converted yet: the first fetch downloads and converts it (about 1 GB), or run "
+                      "`terramind-nyc import-adapters --out DIR` and point TERRAMIND_NYC_CHECKPOINT at DIR")
         return status
     status["kind"] = "huggingface"
     try:

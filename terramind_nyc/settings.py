@@ -32,8 +32,10 @@ __all__ = ["DEFAULT_CHECKPOINT", "ENV_PREFIX", "KEY_SCOPES", "LIMITS", "PLANETAR
 
 ENV_PREFIX = "TERRAMIND_NYC_"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
-#: Hugging Face repo id of the default two-head checkpoint.
-DEFAULT_CHECKPOINT = "terramind-nyc/terramind-nyc-multihead-base"
+#: The default checkpoint: the published NYC adapters (two LoRA fine-tunes of TerraMind-1.0-base),
+#: converted into a local artifact on first use (:mod:`terramind_nyc.model.adapters`), until a
+#: jointly trained two-head checkpoint is published.
+DEFAULT_CHECKPOINT = "msradam/TerraMind-NYC-Adapters"
 
 Provider = Literal["planetary-computer", "stac-api", "local"]
 Signer = Literal["planetary-computer", "none"]

@@ -60,6 +60,7 @@ __all__ = [
     "S1_CHOICES",
     "STATS_CHOICES",
     "adapters_config",
+    "base_file_name",
     "converted_dir",
     "default_status",
     "ensure_default_artifact",
@@ -120,6 +121,11 @@ _OFFLINE_HINT = (
     "copy DIR here and set TERRAMIND_NYC_CHECKPOINT=DIR; or fill the Hugging Face cache with "
     f"`hf download {ADAPTERS_REPO}` and `hf download {BASE_REPO} TerraMind_v1_base.pt`"
 )
+
+
+def base_file_name(encoder: str) -> str:
+    """``terramind_v1_base`` -> ``TerraMind_v1_base.pt``, the file name of the published base weights."""
+    return "TerraMind_v1_" + encoder.rsplit("_", 1)[-1] + ".pt"
 
 
 def is_adapters_source(source: str) -> bool:
@@ -310,7 +316,6 @@ def import_adapters(out: str | os.PathLike[str], *, adapters: str = ADAPTERS_REP
     over or of another shape; a LoRA rank or target that disagrees with ``adapter_config.json``;
     a pickle ``weights_only=True`` refuses; NaN weights).
     """
-    from ..testing.adapters import base_file_name  # the published file name rule (no torch needed)
     from .artifact import save_artifact
     from .network import build_network, lora_key, transformer_blocks
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
 from . import hub
+from .adapters import ensure_default_artifact, is_adapters_source
 from .config import ModelConfig
 from .files import CHECKPOINT_HINT, CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, ArtifactFiles
 from .onnx_record import OnnxExport
@@ -98,13 +99,19 @@ class CheckpointSource:
 def resolve_checkpoint(source: str | os.PathLike[str], *, revision: str | None = None) -> CheckpointSource:
     """``source`` as a local directory (:func:`is_local_checkpoint`) or a hub repo id; nothing is read.
 
-    ``revision`` pins a hub tag, branch or commit (ignored for a local directory). Raises
+    ``revision`` pins a hub tag, branch or commit (ignored for a local directory). The published
+    NYC adapters' repo id (:data:`~terramind_nyc.model.adapters.ADAPTERS_REPO`, the default
+    checkpoint) resolves to their converted artifact in the cache, converting them on first use
+    (:func:`~terramind_nyc.model.adapters.ensure_default_artifact`). Raises
     InvalidInputError for an empty or non-path source and CheckpointNotFoundError for a local
     directory that does not exist.
     """
     if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
         raise InvalidInputError(f"checkpoint must be a directory or a Hugging Face repo id, got {source!r}")
     src = os.fspath(source)
+    if not is_local_checkpoint(src) and is_adapters_source(src):
+        # the published adapters are no artifact: converted once into the local cache, then read from there
+        return CheckpointSource(src, revision, ensure_default_artifact(revision))
     if not is_local_checkpoint(src):
         return CheckpointSource(src, revision, None)
     path = Path(src).expanduser()

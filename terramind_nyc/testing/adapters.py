@@ -31,7 +31,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ADAPTER_TIMESTEPS", "NECKS", "base_file_name", "reference_model", "write_synthetic_adapters"]
+from ..model.adapters import HEAD_FOLDERS, base_file_name
+
+__all__ = ["ADAPTER_TIMESTEPS", "NECKS", "reference_model", "write_synthetic_adapters"]
 
 #: Time steps the adapters were trained with (four copies of one acquisition).
 ADAPTER_TIMESTEPS = 4
@@ -41,13 +43,8 @@ NECKS: tuple[dict[str, Any], ...] = (
     {"name": "ReshapeTokensToImage", "remove_cls_token": False},
     {"name": "LearnedInterpolateToPyramidal"},
 )
-_HEADS = {"lulc": ("lulc_nyc", 5), "buildings": ("buildings_nyc", 2)}
+_CLASSES = {"lulc": 5, "buildings": 2}
 _MODALITIES = ["S2L2A", "S1RTC", "DEM"]
-
-
-def base_file_name(encoder: str) -> str:
-    """``terramind_v1_base`` -> ``TerraMind_v1_base.pt``, the file name of the published base weights."""
-    return "TerraMind_v1_" + encoder.rsplit("_", 1)[-1] + ".pt"
 
 
 def reference_model(encoder: str, num_classes: int, decoder_channels: Sequence[int]) -> Any:
@@ -105,7 +102,8 @@ def write_synthetic_adapters(root: str | Path, *, encoder: str = "terramind_v1_t
     (base_dir / "README.md").write_text(f"Synthetic stand-in for {encoder} (random weights, for tests).\n")
 
     targets = ("attn.qkv", "attn.proj")
-    for head, (folder, n_classes) in _HEADS.items():
+    for head, folder in HEAD_FOLDERS.items():
+        n_classes = _CLASSES[head]
         d = adapters_dir / folder
         d.mkdir(exist_ok=True)
         m = reference_model(encoder, n_classes, decoder_channels)
