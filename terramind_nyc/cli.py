@@ -303,19 +303,20 @@ def export_onnx_command(ctx: click.Context, artifact: str, out: str | None, subs
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Artifact directory to write.")
 @click.option("--adapters", default=None, help="Adapters repo id or local folder (default msradam/TerraMind-NYC-Adapters).")
 @click.option("--revision", default=None, help="Revision (tag, branch or commit) of the adapters repo.")
-@click.option("--base", default=None, help="TerraMind base repo id or local folder (default ibm-esa-geospatial/TerraMind-1.0-base).")
+@click.option("--base", default=None, help="TerraMind base repo id or local folder (default: the base the adapters name, "
+              "ibm-esa-geospatial/TerraMind-1.0-base).")
 @click.option("--base-revision", default=None, help="Revision of the base repo.")
-@click.option("--encoder", default="terramind_v1_base", show_default=True, help="TerraMind size the adapters were trained on.")
+@click.option("--encoder", default=None, help="TerraMind size the adapters were trained on (default: from the base's name).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact at --out.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def import_adapters_command(out: str, adapters: str | None, revision: str | None, base: str | None,
                             base_revision: str | None, encoder: str, overwrite: bool, as_json: bool) -> None:
     """Download the published NYC adapters and their TerraMind base, check every tensor, and write them as
     one artifact (config.json + model.safetensors) that every backend serves. Needs the torch extra."""
-    from .model.adapters import ADAPTERS_REPO, BASE_REPO, import_adapters
+    from .model.adapters import ADAPTERS_REPO, import_adapters
     from .model.locate import read_config
 
-    path = import_adapters(out, adapters=adapters or ADAPTERS_REPO, revision=revision, base=base or BASE_REPO,
+    path = import_adapters(out, adapters=adapters or ADAPTERS_REPO, revision=revision, base=base,
                            base_revision=base_revision, encoder=encoder, overwrite=overwrite)
     config = read_config(path)
     data = {"path": str(path), "name": config.name, "kind": config.kind, "heads": list(config.head_names),

@@ -80,7 +80,7 @@ HEAD_FOLDERS: Mapping[str, str] = {"lulc": "lulc_nyc", "buildings": "buildings_n
 #: The files of each adapter folder.
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "decoder_head.safetensors")
 #: Decoder channels of the adapters' UNet decoder.
-ADAPTER_DECODER_CHANNELS = (512, 256, 128, 64)
+ADAPTER_DECODER_CHANNELS = (512, 256, 128, 64)  # read from the weights' shapes at import
 #: ImpactMesh-Flood statistics (IBM/ImpactMesh ``impactmesh_datamodule.py``, the fallback its
 #: datamodule uses), with which the adapters were trained. S1 values are in dB.
 FLOOD_STATS: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -269,6 +269,28 @@ def _load_base(path: Path, where: str) -> dict[str, torch.Tensor]:
     return data
 
 
+def _encoder_of(base: str) -> str:
+    """``ibm-esa-geospatial/TerraMind-1.0-base`` -> ``terramind_v1_base``."""
+    m = re.search(r"TerraMind-1\.0-(tiny|small|base|large)$", base.rstrip("/"), re.IGNORECASE)
+    if m is None:
+        raise InvalidInputError(f"cannot tell the TerraMind size from base {base!r}; pass encoder= (--encoder)")
+    return f"terramind_v1_{m.group(1).lower()}"
+
+
+def _decoder_channels(path: Path, where: str) -> tuple[int, ...]:
+    """The UNet decoder's four stage widths, from the shapes of its first convolutions."""
+    from .safetensors_io import read_header
+
+    tensors = read_header(path).tensors
+    out = []
+    for i in range(4):
+        entry = tensors.get(f"decoder.decoder.blocks.{i}.conv1.0.weight")
+        if entry is None:
+            raise CheckpointError(f"{where}: no decoder.decoder.blocks.{i}.conv1.0.weight: not a UNet decoder's weights")
+        out.append(int(entry[1][0]))
+    return tuple(out)
+
+
 def _some(names: Sequence[str]) -> str:
     names = sorted(names)
     return ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
@@ -296,19 +318,21 @@ class _Filler:
 
 
 def import_adapters(out: str | os.PathLike[str], *, adapters: str = ADAPTERS_REPO, revision: str | None = None,
-                    base: str = BASE_REPO, base_revision: str | None = None, encoder: str = "terramind_v1_base",
-                    base_file: str | None = None, decoder_channels: Sequence[int] = ADAPTER_DECODER_CHANNELS,
-                    overwrite: bool = False) -> Path:
+                    base: str | None = None, base_revision: str | None = None, encoder: str | None = None,
+                    base_file: str | None = None, overwrite: bool = False) -> Path:
     """Download the adapters and their base, check every tensor, and write a normal artifact at ``out``.
 
     Args:
         out: the artifact directory to write (``config.json`` + ``model.safetensors``).
         adapters / revision: the adapters repo (or a local folder of the same layout) and its revision.
-        base / base_revision: the TerraMind base repo (or folder) and its revision.
-        encoder: the TerraMind size the adapters were trained on (``terramind_v1_base``).
+        base / base_revision: the TerraMind base repo (or folder) and its revision (default: the
+            ``base_model_name_or_path`` of the adapters' ``adapter_config.json``).
+        encoder: the TerraMind size the adapters were trained on (default: from the base repo's
+            name, ``TerraMind-1.0-base`` -> ``terramind_v1_base``).
         base_file: the base weights' file name (default ``TerraMind_v1_<size>.pt``).
-        decoder_channels: the adapters' UNet decoder channels.
         overwrite: replace an existing artifact at ``out``.
+
+    The UNet decoder's channels are read from the decoder weights' shapes.
 
     The artifact is built in a temporary folder next to ``out`` and moved into place whole, so
     a failed download or check leaves nothing half-written. Raises CheckpointNotFoundError
@@ -322,18 +346,25 @@ def import_adapters(out: str | os.PathLike[str], *, adapters: str = ADAPTERS_REP
     dest = Path(os.fspath(out)).expanduser()
     if (dest / CONFIG_FILE).exists() and not overwrite:
         raise InvalidInputError(f"{dest} already holds an artifact; pass overwrite=True (--overwrite)")
-    base_name = base_file or base_file_name(encoder)
     paths: dict[tuple[str, str], Path] = {}
     for head, folder in HEAD_FOLDERS.items():
         for name in ADAPTER_FILES:
             paths[(head, name)] = _fetch(adapters, f"{folder}/{name}", revision)
-    base_path = _fetch(base, base_name, base_revision)
-
     loras, configs = {}, {}
     for head, folder in HEAD_FOLDERS.items():
         where = f"{adapters}/{folder}/adapter_config.json"
         configs[head] = _read_adapter_config(paths[(head, "adapter_config.json")], where)
         loras[head] = _lora_spec(configs[head], where)
+    declared = {str(c.get("base_model_name_or_path") or BASE_REPO) for c in configs.values()}
+    if base is None and len(declared) > 1:
+        raise CheckpointError(f"{adapters}: the adapters name different bases {sorted(declared)}; pass base=")
+    base = base or declared.pop()
+    encoder = encoder or _encoder_of(base)
+    base_name = base_file or base_file_name(encoder)
+    base_path = _fetch(base, base_name, base_revision)
+    first = next(iter(HEAD_FOLDERS))
+    decoder_channels = _decoder_channels(paths[(first, "decoder_head.safetensors")],
+                                         f"{adapters}/{HEAD_FOLDERS[first]}/decoder_head.safetensors")
     sources = _source_record(adapters, revision, base, base_revision, paths, base_path, base_name)
     config = adapters_config(encoder, loras=loras, decoder_channels=decoder_channels,
                              training={"source": sources, "kind": "published LoRA adapters, converted"})

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model.adapters import HEAD_FOLDERS, base_file_name
+from ..model.config import DEFAULT_HEADS
 
 __all__ = ["ADAPTER_TIMESTEPS", "NECKS", "reference_model", "write_synthetic_adapters"]
 
@@ -43,7 +44,7 @@ NECKS: tuple[dict[str, Any], ...] = (
     {"name": "ReshapeTokensToImage", "remove_cls_token": False},
     {"name": "LearnedInterpolateToPyramidal"},
 )
-_CLASSES = {"lulc": 5, "buildings": 2}
+_CLASSES = {h.name: len(h.classes) for h in DEFAULT_HEADS}
 _MODALITIES = ["S2L2A", "S1RTC", "DEM"]
 
 
