@@ -270,7 +270,14 @@ def _load_base(path: Path, where: str) -> dict[str, torch.Tensor]:
 
 
 def _encoder_of(base: str) -> str:
-    """``ibm-esa-geospatial/TerraMind-1.0-base`` -> ``terramind_v1_base``."""
+    """``ibm-esa-geospatial/TerraMind-1.0-base`` -> ``terramind_v1_base``; a local folder by the
+    ``TerraMind_v1_<size>.pt`` it holds."""
+    local = Path(base).expanduser()
+    sizes = ("tiny", "small", "base", "large")
+    if local.is_dir():
+        found = [s for s in sizes if (local / base_file_name(f"terramind_v1_{s}")).is_file()]
+        if len(found) == 1:
+            return f"terramind_v1_{found[0]}"
     m = re.search(r"TerraMind-1\.0-(tiny|small|base|large)$", base.rstrip("/"), re.IGNORECASE)
     if m is None:
         raise InvalidInputError(f"cannot tell the TerraMind size from base {base!r}; pass encoder= (--encoder)")

@@ -352,6 +352,9 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
         def __init__(self) -> None:
             super().__init__()
             self.network = network
+            # registered, so that the merged LoRA weights are initializers (externalised, shared
+            # between the graphs), not constants inlined into every graph
+            self.merged = torch.nn.ModuleDict(network.merged_encoders())
 
         def forward(self, *inputs: Any) -> tuple[Any, ...]:
             out = self.network(dict(zip(subset, inputs)))

@@ -214,6 +214,11 @@ class MultiHeadTerraMind(nn.Module):
             merged[e.name] = copy_
         self._merged = merged
 
+    def merged_encoders(self) -> dict[str, nn.Module]:
+        """Variant -> its encoder with the LoRA delta merged (only LoRA variants; not part of the
+        state dict). The ONNX export registers them so their weights become initializers."""
+        return dict(self._merged)
+
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         self.merge_lora()

@@ -79,3 +79,31 @@ def test_config_that_is_not_json(copy_dir: Path):
     (copy_dir / CONFIG_FILE).write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_artifact(copy_dir)
+
+
+def test_a_version_1_artifact_still_loads_and_is_saved_as_version_2(tmp_path: Path):
+    """Schema 1 named the one neck ``neck.*``; loading maps the names, saving writes the current schema."""
+    from safetensors.torch import load_file, save_file
+
+    from terramind_nyc.model.config import SCHEMA_VERSION
+
+    net = make_tiny_network(seed=7)
+    new = save_artifact(net, None, tmp_path / "v2")
+    old = tmp_path / "v1"
+    old.mkdir()
+    d = json.loads((new / CONFIG_FILE).read_text())
+    d = {k: v for k, v in d.items() if k not in ("encoders", "temporal_repeat")} | {"schema_version": 1}
+    (old / CONFIG_FILE).write_text(json.dumps(d))
+    tensors = {("neck." + k[len("necks.shared."):] if k.startswith("necks.shared.") else k): v
+               for k, v in load_file(str(new / WEIGHTS_FILE)).items()}
+    assert any(k.startswith("neck.") for k in tensors)
+    save_file(tensors, str(old / WEIGHTS_FILE))
+    a, b = load_artifact(new), load_artifact(old)
+    assert b.config.schema_version == 1 and b.describe()["kind"] == "shared-encoder"
+    x = _inputs(a.config, size=64)
+    with torch.inference_mode():
+        for h, v in a.network(x).items():
+            torch.testing.assert_close(b.network(x)[h], v, rtol=0, atol=0)
+    again = save_artifact(b.network, b.config, tmp_path / "again")
+    assert json.loads((again / CONFIG_FILE).read_text())["schema_version"] == SCHEMA_VERSION
+    assert load_artifact(again).sha256 == a.sha256

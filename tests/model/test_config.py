@@ -152,3 +152,82 @@ def test_from_json_round_trips():
     c = tiny_config(metrics={"test": {"mIoU": 0.5}})
     assert ModelConfig.from_json(c.to_json()) == c
     assert ModelConfig.from_json(c.to_json().encode()) == c
+
+
+# ----------------------------------------------------------------------------------------
+# schema version 2: encoder variants, temporal_repeat, modality transforms; version 1 still read
+# ----------------------------------------------------------------------------------------
+def _two_variants(**changes):
+    from terramind_nyc.model.config import EncoderSpec, LoraSpec
+
+    heads = tuple(dataclasses.replace(h, encoder=h.name) for h in DEFAULT_HEADS)
+    base = dict(heads=heads, encoders=(EncoderSpec("lulc", LoraSpec(16, 32.0)), EncoderSpec("buildings", LoraSpec(8, 8))),
+                timesteps=4, temporal_pooling="concat", temporal_repeat=True)
+    return ModelConfig(**(base | changes))
+
+
+def test_a_config_with_per_head_encoders_round_trips():
+    c = _two_variants()
+    assert c.kind == "per-head-encoders" and c.checkpoint_kind() == {"kind": "per-head-encoders", "encoder_passes": 2}
+    assert c.input_timesteps == 1 and c.timesteps == 4
+    assert c.heads_of("lulc") == ("lulc",) and c.encoder_spec("buildings").lora.scale == 1.0
+    assert ModelConfig.from_json(c.to_json()) == c
+    assert ModelConfig().kind == "shared-encoder" and ModelConfig().checkpoint_kind()["encoder_passes"] == 1
+
+
+def test_a_version_1_config_still_reads_and_keeps_its_version():
+    d = ModelConfig().to_dict()
+    for key in ("encoders", "temporal_repeat"):
+        d.pop(key)
+    d["schema_version"] = 1
+    c = ModelConfig.from_dict(d)
+    assert c.schema_version == 1 and c.kind == "shared-encoder" and c.encoder_names == ("shared",)
+    out = c.to_dict()
+    assert out["schema_version"] == 1 and "encoders" not in out and "temporal_repeat" not in out
+    with pytest.raises(CheckpointError, match="unknown field.*encoders.*schema version 1"):
+        ModelConfig.from_dict(d | {"encoders": [{"name": "shared"}]})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"encoders": ()}, "at least one encoder variant", id="no-encoders"),
+        pytest.param({"temporal_repeat": True, "timesteps": 1}, "needs `timesteps` > 1", id="repeat-without-T"),
+        pytest.param({"temporal_repeat": 1}, "true or false", id="repeat-not-bool"),
+    ],
+)
+def test_invalid_encoder_settings_are_named(change, message):
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        _two_variants(**change)
+
+
+def test_encoder_variants_are_checked():
+    from terramind_nyc.model.config import EncoderSpec, LoraSpec
+
+    with pytest.raises(CheckpointError, match="names encoder 'nope'"):
+        ModelConfig(heads=(dataclasses.replace(DEFAULT_HEADS[0], encoder="nope"), DEFAULT_HEADS[1]))
+    with pytest.raises(CheckpointError, match=r"\['spare'\] feed no head"):
+        ModelConfig(encoders=(EncoderSpec(), EncoderSpec("spare")))
+    with pytest.raises(CheckpointError, match="duplicates"):
+        _two_variants(encoders=(EncoderSpec("lulc"), EncoderSpec("lulc")))
+    for lora, message in ((LoraSpec(0, 1.0), "lora.rank"), (LoraSpec(4, -1.0), "lora.alpha"),
+                          (LoraSpec(4, 8.0, ("mlp.fc1",)), "lora.targets"), (LoraSpec(4, 8.0, ()), "lora.targets")):
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            _two_variants(encoders=(EncoderSpec("lulc", lora), EncoderSpec("buildings")))
+    with pytest.raises(CheckpointError, match="schema_version 1 has one shared encoder"):
+        _two_variants(schema_version=1)
+
+
+def test_bad_encoder_fields_in_json_are_named():
+    d = _two_variants().to_dict()
+    d["encoders"][0]["lora"]["rank"] = "16"
+    with pytest.raises(CheckpointError, match=r"encoders\[0\]\.lora\.rank"):
+        ModelConfig.from_dict(d)
+    d = _two_variants().to_dict()
+    d["encoders"][1]["extra"] = 1
+    with pytest.raises(CheckpointError, match="unknown field"):
+        ModelConfig.from_dict(d)
+    d = _two_variants().to_dict()
+    d["modalities"][1]["transform"] = "log"
+    with pytest.raises(CheckpointError, match="`transform` must be one of"):
+        ModelConfig.from_dict(d)

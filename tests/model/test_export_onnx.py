@@ -178,3 +178,25 @@ def test_out_holding_another_artifact_is_refused(plain: Path, exported: Path, tm
     with pytest.raises(InvalidInputError, match="holds another artifact"):
         export_onnx(plain, other)
     assert read_config(other).onnx is not None
+
+
+def test_an_adapters_artifact_exports_one_graph_holding_both_encoders(tmp_path: Path):
+    """Per-head encoders: one graph runs both variants; the merged LoRA weights are initializers in
+    the shared data file (not constants inlined into the graph), and every backend agrees."""
+    from terramind_nyc.model.adapters import import_adapters
+    from terramind_nyc.model.backends import load_runtime
+    from terramind_nyc.testing.adapters import write_synthetic_adapters
+
+    base, adapters = write_synthetic_adapters(tmp_path / "repos", decoder_channels=(32, 16, 8, 4))
+    art = import_adapters(tmp_path / "art", adapters=str(adapters), base=str(base))
+    record = export_onnx(art, subsets="full")
+    assert record.argmax_agreement >= 0.999 and record.max_abs_diff < 1e-4
+    assert (art / ONNX_FILE).stat().st_size < 2 << 20  # weights live in model.onnx.data
+    g = np.random.default_rng(0)
+    raw = {"S2L2A": g.uniform(0, 4000, (12, 80, 90)).astype("f4"), "S1RTC": g.uniform(-25, 0, (2, 80, 90)).astype("f4"),
+           "DEM": g.uniform(0, 50, (1, 80, 90)).astype("f4")}
+    want = load_runtime(str(art), backend="torch", precision="fp32").predict(raw).probabilities
+    rt = load_runtime(str(art), backend="onnx", precision="fp32")
+    assert rt.model_info().checkpoint["kind"] == "per-head-encoders"
+    for h, p in rt.predict(raw).probabilities.items():
+        np.testing.assert_allclose(p, want[h], atol=1e-4)

@@ -48,3 +48,19 @@ def test_bad_inputs_raise_clear_errors(arrays, masks, message):
     with pytest.raises(InvalidInputError, match=message) as e:
         validate_inputs(tiny_config(), arrays, masks)
     assert isinstance(e.value, ValueError)
+
+
+def test_a_db_to_linear_transform_runs_before_standardising():
+    import dataclasses
+
+    cfg = tiny_config()
+    s1 = dataclasses.replace(cfg.modality("S1RTC"), transform="db_to_linear", mean=(0.1, 0.02), std=(0.05, 0.01))
+    cfg = cfg.replace(modalities=tuple(s1 if m.name == "S1RTC" else m for m in cfg.modalities))
+    x = raw(4, 4)
+    x["S1RTC"][:] = -10.0  # dB -> 0.1 linear power
+    x["S1RTC"][1, 0, 0] = np.nan
+    arrays, valid, _ = validate_inputs(cfg, x)
+    out = standardise(cfg, arrays, valid)
+    np.testing.assert_allclose(out["S1RTC"][0], 0.0, atol=1e-6)          # (0.1 - 0.1) / 0.05
+    np.testing.assert_allclose(out["S1RTC"][1, 1:, 1:], 8.0, rtol=1e-5)  # (0.1 - 0.02) / 0.01
+    assert out["S1RTC"][1, 0, 0] == 0 and out["S1RTC"][0, 0, 0] == 0      # nodata is still the mean

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from terramind_nyc.errors import InvalidInputError
 from terramind_nyc.model.compat import terratorch_imports
-from terramind_nyc.model.config import HeadSpec, ModalitySpec, ModelConfig
+from terramind_nyc.model.config import ENCODERS, HeadSpec, ModalitySpec, ModelConfig
 from terramind_nyc.model.network import MultiHeadTerraMind, build_network, v1_weight_name
 from terramind_nyc.testing.model import make_tiny_network, tiny_config
 
@@ -141,3 +141,101 @@ def test_inference_layout_changes_nothing_but_rounding(net):
         a, b = net(x), prepared(x)
     for h in a:
         torch.testing.assert_close(a[h], b[h], rtol=1e-5, atol=1e-4)  # conv summation order differs by layout
+
+
+# ----------------------------------------------------------------------------------------
+# per-head encoder variants (LoRA) and temporal_repeat
+# ----------------------------------------------------------------------------------------
+def _variant_config(**changes):
+    import dataclasses
+
+    from terramind_nyc.model.config import DEFAULT_HEADS, EncoderSpec, LoraSpec
+
+    heads = tuple(dataclasses.replace(h, encoder=h.name) for h in DEFAULT_HEADS)
+    return tiny_config(heads=heads, encoders=(EncoderSpec("lulc", LoraSpec(4, 8.0)), EncoderSpec("buildings", LoraSpec(4, 8.0))),
+                       timesteps=4, temporal_pooling="concat", temporal_repeat=True, decoder_channels=(32, 16, 8, 4),
+                       **changes)
+
+
+@pytest.fixture(scope="module")
+def variant_net() -> MultiHeadTerraMind:
+    net = make_tiny_network(_variant_config(), seed=3)
+    with torch.no_grad():
+        for p in net.lora.parameters():
+            p.normal_(0, 0.05)
+    net.merge_lora()
+    return net
+
+
+def test_each_encoder_variant_runs_once_per_batch(variant_net):
+    calls = []
+    hooks = [m.register_forward_hook(lambda *a, name=name: calls.append(name))
+             for name, m in [("base", variant_net.encoder), *variant_net._merged.items()]]
+    try:
+        with torch.inference_mode():
+            out = variant_net(_x(variant_net.config, b=2, h=64, w=64))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert sorted(calls) == ["buildings", "lulc"]  # the LoRA variants, each once; the bare base never
+    assert list(out) == ["lulc", "buildings"] and out["buildings"].shape[:2] == (2, 2)
+
+
+def test_merged_variants_share_every_tensor_but_the_lora_targets(variant_net):
+    base = dict(variant_net.encoder.named_parameters())
+    for name, enc in variant_net._merged.items():
+        for k, p in enc.named_parameters():
+            if k.endswith(("attn.qkv.weight", "attn.proj.weight")):
+                block = int(k.split(".")[1])
+                pair = variant_net.lora[name][block][k.split(".")[2] + "_" + k.split(".")[3]]
+                scale = variant_net.config.encoder_spec(name).lora.scale
+                torch.testing.assert_close(p, base[k] + scale * pair.lora_B @ pair.lora_A, rtol=0, atol=0)
+            else:
+                assert p is base[k], k
+
+
+def test_one_pass_with_repeated_features_equals_the_temporal_wrapper_on_identical_steps(variant_net):
+    with terratorch_imports():
+        from terratorch.models.utils import TemporalWrapper
+
+    x = _x(variant_net.config, b=2, h=64, w=64, seed=6)
+    wrapper = TemporalWrapper(variant_net._merged["lulc"], pooling="concat", n_timestamps=4)
+    with torch.inference_mode():
+        ours = variant_net.encode("lulc", x)
+        theirs = wrapper({m: v[:, :, None].repeat(1, 1, 4, 1, 1) for m, v in x.items()})
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.shape == b.shape and a.shape[-1] == 4 * ENCODERS["terramind_v1_tiny"][1]
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_merged_weights_follow_loaded_weights_and_training_reaches_the_factors():
+    net = make_tiny_network(_variant_config(), seed=4)
+    before = net(_x(net.config, h=64, w=64, seed=1))["lulc"].detach()
+    state = net.state_dict()
+    state["lora.lulc.0.attn_qkv.lora_B"] = torch.full_like(state["lora.lulc.0.attn_qkv.lora_B"], 0.1)
+    net.load_state_dict(state)
+    with torch.inference_mode():
+        after = net(_x(net.config, h=64, w=64, seed=1))
+    assert not torch.equal(before, after["lulc"])  # the merged copy was rebuilt from the new factors
+    net.train()
+    out = net(_x(net.config, h=64, w=64, seed=1))
+    (out["lulc"].sum() + out["buildings"].sum()).backward()
+    assert net.lora["lulc"][0]["attn_qkv"].lora_A.grad is not None
+    assert float(net.lora["buildings"][3]["attn_proj"].lora_B.grad.abs().sum()) > 0
+    net.eval()  # the differentiable path computes what the merged copy does
+    x = _x(net.config, h=64, w=64, seed=2)
+    with torch.no_grad():
+        functional = net._encode_lora_functional("buildings", x)
+        merged = net._merged["buildings"](x)
+    for a, b in zip(functional, merged, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_the_state_dict_holds_the_base_once_and_each_variants_factors():
+    net = make_tiny_network(_variant_config(), seed=5)
+    keys = list(net.state_dict())
+    assert sum(k.startswith("encoder.") for k in keys) == len(net.encoder.state_dict())
+    assert {k.split(".")[1] for k in keys if k.startswith("lora.")} == {"lulc", "buildings"}
+    assert {k.split(".")[1] for k in keys if k.startswith("necks.")} == {"lulc", "buildings"}
+    assert not any("_merged" in k for k in keys)
