@@ -321,8 +321,9 @@ def import_adapters_command(out: str, adapters: str | None, revision: str | None
     config = read_config(path)
     data = {"path": str(path), "name": config.name, "kind": config.kind, "heads": list(config.head_names),
             "source": config.training.get("source")}
-    _emit(data, as_json, [f"wrote {path}: {config.name} ({config.kind}, heads {', '.join(config.head_names)}); "
-                          f"serve it with TERRAMIND_NYC_CHECKPOINT={path}"])
+    line = (f"wrote {path}: {config.name} ({config.kind}, heads {', '.join(config.head_names)}); "
+            f"serve it with TERRAMIND_NYC_CHECKPOINT={path}")
+    _emit(data, as_json, [line])
 
 
 def main() -> None:  # pragma: no cover - console entry point

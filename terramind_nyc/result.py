@@ -42,7 +42,8 @@ class Provenance:
     modalities_missing: tuple[str, ...]
     """Modalities that were unavailable (the model ran without them)."""
     checkpoint: dict[str, Any]
-    """Checkpoint id, revision, model name, version and sha256 of the weights."""
+    """Checkpoint id, revision, model name, version, sha256 of the weights, ``kind`` (``shared-encoder`` or
+    ``per-head-encoders``) and ``encoder_passes``."""
     backend: str
     """Inference backend that ran (``torch``, ``onnx`` or ``openvino``)."""
     device: str

@@ -106,7 +106,7 @@ class Settings:
     domain_lat: tuple[float, float] = _f((40.49, 40.92), "NYC domain latitude range (min, max).", scopes=())
     domain_lon: tuple[float, float] = _f((-74.27, -73.69), "NYC domain longitude range (min, max).", scopes=())
     # --- model -------------------------------------------------------------------------
-    checkpoint: str = _f(DEFAULT_CHECKPOINT, "Checkpoint: a local artifact directory or a Hugging Face repo id.", scopes=("model", "runtime"))
+    checkpoint: str = _f(DEFAULT_CHECKPOINT, "Checkpoint: a local artifact directory or a Hugging Face repo id (default: the published NYC adapters, converted once into the cache on first use).", scopes=("model", "runtime"))
     checkpoint_revision: str | None = _f(None, "Hugging Face revision (tag, branch or commit) to pin.", scopes=("model", "runtime"))
     backend: Backend = _f(
         "auto",

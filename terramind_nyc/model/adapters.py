@@ -401,7 +401,7 @@ def import_adapters(out: str | os.PathLike[str], *, adapters: str = ADAPTERS_REP
         spec = loras[head]
         where = f"{adapters}/{folder}/adapter_model.safetensors"
         lora = _load_safetensors(paths[(head, "adapter_model.safetensors")], where)
-        lora = {k[len(_PEFT_PREFIX):] if k.startswith(_PEFT_PREFIX) else k: v for k, v in lora.items()}
+        lora = {k.removeprefix(_PEFT_PREFIX): v for k, v in lora.items()}
         expected = {f"encoder.encoder.encoder.{i}.{t}.lora_{ab}.default.weight"
                     for i in range(blocks) for t in spec.targets for ab in "AB"}
         unknown, absent = sorted(set(lora) - expected), sorted(expected - set(lora))

@@ -1,13 +1,17 @@
-"""The multi-head TerraMind network: one shared encoder and neck, one decoder + head per task.
+"""The multi-head TerraMind network: encoder variants with their necks, one decoder + head per task.
 
     encoder   terratorch TerraMindViT (tiny/small/base/large), modalities and bands from the config;
-              with T > 1 time steps wrapped in terratorch's TemporalWrapper
-    neck      SelectIndices -> ReshapeTokensToImage -> LearnedInterpolateToPyramidal (shared)
+              with T > 1 time steps wrapped in terratorch's TemporalWrapper, or (``temporal_repeat``)
+              run once on one acquisition with its features repeated T times
+    variants  per config encoder: the base weights, or a LoRA delta on them merged into a copy
+              that shares every other tensor (``shared``: one variant all heads read)
+    neck      per variant: SelectIndices -> ReshapeTokensToImage -> LearnedInterpolateToPyramidal
     heads     per config head: UNetDecoder [512, 256, 128, 64] -> SegmentationHead(classes),
-              upsampled bilinearly to the input size
+              upsampled bilinearly to the input size, on its variant's features
 
 It takes tensors and returns tensors: ``{modality: (B, C, H, W)}`` (``(B, C, T, H, W)`` when
-T > 1) in, ``{head: logits (B, classes, H, W)}`` out. Any non-empty subset of the configured
+T > 1 without ``temporal_repeat``) in, ``{head: logits (B, classes, H, W)}`` out; each encoder
+variant runs once per call. Any non-empty subset of the configured
 modalities may be given (TerraMind averages the tokens of the modalities present). Loading,
 standardising and tiling live in :mod:`terramind_nyc.model.artifact`, :mod:`terramind_nyc.model.inputs`
 and :mod:`terramind_nyc.model.tiling`.
@@ -90,7 +94,7 @@ def transformer_blocks(encoder: nn.Module) -> nn.ModuleList:
     vit = getattr(encoder, "encoder", None) if not hasattr(encoder, "encoder_embeddings") else encoder
     if vit is None or not isinstance(getattr(vit, "encoder", None), nn.ModuleList):
         raise CheckpointError(f"cannot find the transformer blocks of {type(encoder).__name__}")
-    blocks: nn.ModuleList = vit.encoder
+    blocks: nn.ModuleList = vit.encoder  # type: ignore[assignment]
     return blocks
 
 
@@ -190,7 +194,7 @@ class MultiHeadTerraMind(nn.Module):
     @property
     def neck(self) -> nn.ModuleList:
         """The neck of the first encoder variant (the only one of a shared-encoder checkpoint)."""
-        neck: nn.ModuleList = self.necks[self.config.encoders[0].name]
+        neck: nn.ModuleList = self.necks[self.config.encoders[0].name]  # type: ignore[assignment]
         return neck
 
     # ------------------------------------------------------------------------------------
@@ -204,15 +208,20 @@ class MultiHeadTerraMind(nn.Module):
                 continue
             shared = {id(t): t for t in (*self.encoder.parameters(), *self.encoder.buffers())}
             copy_ = copy.deepcopy(self.encoder, memo=shared)
-            for block, pairs in zip(transformer_blocks(copy_), self.lora[e.name], strict=True):
+            for block, pairs in zip(transformer_blocks(copy_), self._pairs(e.name), strict=True):
                 for t in e.lora.targets:
                     lin = lora_target(block, t)
-                    pair = pairs[lora_key(t)]
+                    pair: LoraPair = pairs[lora_key(t)]  # type: ignore[index]
                     w = lin.weight.float() + pair.delta(e.lora.scale).float()
                     lin.weight = nn.Parameter(w.to(lin.weight.dtype), requires_grad=False)
             copy_.train(self.training)
             merged[e.name] = copy_
         self._merged = merged
+
+    def _pairs(self, variant: str) -> nn.ModuleList:
+        """Per block: target key -> :class:`LoraPair` of a LoRA variant."""
+        pairs: nn.ModuleList = self.lora[variant]  # type: ignore[assignment]
+        return pairs
 
     def merged_encoders(self) -> dict[str, nn.Module]:
         """Variant -> its encoder with the LoRA delta merged (only LoRA variants; not part of the
@@ -306,15 +315,16 @@ class MultiHeadTerraMind(nn.Module):
         assert spec.lora is not None
         names = {id(m): n for n, m in self.encoder.named_modules()}
         params: dict[str, torch.Tensor] = {}
-        for block, pairs in zip(transformer_blocks(self.encoder), self.lora[variant], strict=True):
+        for block, pairs in zip(transformer_blocks(self.encoder), self._pairs(variant), strict=True):
             for t in spec.lora.targets:
                 lin = lora_target(block, t)
-                params[f"{names[id(lin)]}.weight"] = lin.weight + pairs[lora_key(t)].delta(spec.lora.scale)
+                pair: LoraPair = pairs[lora_key(t)]  # type: ignore[index]
+                params[f"{names[id(lin)]}.weight"] = lin.weight + pair.delta(spec.lora.scale)
         return torch.func.functional_call(self.encoder, params, (x,))
 
     def _features(self, variant: str, inputs: Mapping[str, torch.Tensor], size: tuple[int, int]) -> list[torch.Tensor]:
         """Encoder variant + its neck: the feature pyramid its heads decode."""
-        neck = self.necks[variant]
+        neck: nn.ModuleList = self.necks[variant]  # type: ignore[assignment]
         feats = neck[0](self.encode(variant, inputs))
         feats = neck[1](feats, image_size=size)
         return neck[2](feats)  # type: ignore[no-any-return]
