@@ -313,7 +313,8 @@ def import_adapters_command(out: str, adapters: str | None, revision: str | None
                             base_revision: str | None, encoder: str, overwrite: bool, as_json: bool) -> None:
     """Download the published NYC adapters and their TerraMind base, check every tensor, and write them as
     one artifact (config.json + model.safetensors) that every backend serves. Needs the torch extra."""
-    from .model.adapters import ADAPTERS_REPO, import_adapters
+    from .model.adapters import ADAPTERS_REPO
+    from .model.convert_adapters import import_adapters
     from .model.locate import read_config
 
     path = import_adapters(out, adapters=adapters or ADAPTERS_REPO, revision=revision, base=base,
@@ -324,6 +325,65 @@ def import_adapters_command(out: str, adapters: str | None, revision: str | None
     line = (f"wrote {path}: {config.name} ({config.kind}, heads {', '.join(config.head_names)}); "
             f"serve it with TERRAMIND_NYC_CHECKPOINT={path}")
     _emit(data, as_json, [line])
+
+
+def _sniff_lines(rep: Any) -> list[str]:
+    """The aligned table of a :class:`~terramind_nyc.sniff.SniffReport`, then notes and the summary line."""
+    head = ("area", "expected: buildings; cover", "dominant", "buildings (px of 50176)")
+    lines = [f"{head[0]:23s} {head[1]:27s} {head[2]:11s} {head[3]:>23s}  result"]
+    for r in rep.rows:
+        expected = f"{r.expected_buildings}; {' or '.join(r.expected_lulc)}"
+        bld = "-" if r.building_share is None else f"{100 * r.building_share:5.1f}% {r.building_px_224:>6d} px"
+        verdict = "ERROR" if r.error else "PASS" if r.ok else "FAIL (" + ", ".join(
+            k for k, ok in (("cover", r.lulc_ok), ("buildings", r.buildings_ok)) if not ok) + ")"
+        lines.append(f"{r.area:23s} {expected:27s} {r.dominant or '-':11s} {bld:>23s}  {verdict}")
+    lines += [f"error: {r.area}: {r.error}" for r in rep.rows if r.error is not None]
+    lines += [f"warning: {w}" for w in dict.fromkeys(w for r in rep.rows for w in r.warnings)]
+    p = rep.preprocessing
+    sha = f", sha256 {p['sha256'][:12]}" if p.get("sha256") else ""
+    prep = (f"stats {p['stats'] or 'as configured'}, s1 {p['s1']}, chip {p['chip']}; "
+            f"checkpoint {p['checkpoint']}{sha}; imagery {rep.catalog}")
+    errors = sum(r.error is not None for r in rep.rows)
+    counts = f"{rep.passed} of {len(rep.rows)} areas hold, {rep.failed} fail ({errors} with an error)"
+    if rep.judged:
+        lines.append(f"sniff: {counts}; {prep}")
+    else:
+        lines.append(f"sniff: NOT JUDGED (exit 0): {rep.note}. The table checks the plumbing only: {counts}; {prep}")
+    return lines
+
+
+@cli.command("sniff")
+@click.option("--checkpoint", "ck", default=None,
+              help="Artifact directory or repo id to sniff (default: the configured one; offline: a tiny random-weight "
+                   "model).")
+@click.option("--stats", type=click.Choice(["flood", "pretraining"]), default=None,
+              help="Standardise with ImpactMesh-Flood or TerraMind pretraining statistics (default: the checkpoint's).")
+@click.option("--s1", "s1", type=click.Choice(["linear", "db"]), default=None,
+              help="Feed Sentinel-1 as linear power or dB (default: the checkpoint's).")
+@click.option("--chip", type=click.Choice(["224", "256"]), default=None,
+              help="Model tile size in px (default: the checkpoint's).")
+@click.option("--offline/--online", default=None,
+              help="--offline: the local harness (generated imagery), never judged; --online: always judge. Default: "
+                   "judge unless the catalog is local or unreachable.")
+@click.option("--when", default=None, help="Acquisition window (ISO date or START/END); pin it to compare candidates.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Keep (and reuse) the offline harness and tiny model in this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Also print the report as one JSON object on the last line.")
+@click.pass_context
+def sniff_command(ctx: click.Context, ck: str | None, stats: str | None, s1: str | None, chip: str | None,
+                  offline: bool | None, when: str | None, workdir: str | None, as_json: bool) -> None:
+    """Fetch the ten NYC sanity areas the published adapters were judged on and check each area's dominant
+    land cover and building amount. Exit 0 when every area holds (or nothing could be judged), 1 when one fails."""
+    from .sniff import sniff
+
+    rep = sniff(_settings(ctx), stats=stats, s1=s1, chip=None if chip is None else int(chip), offline=offline,
+                checkpoint=ck, when=when, workdir=workdir, progress=False if ctx.obj.get("quiet") else None)
+    for line in _sniff_lines(rep):
+        click.echo(line)
+    if as_json:
+        click.echo(json.dumps(rep.to_dict(), allow_nan=False))
+    if rep.exit_code:
+        raise SystemExit(rep.exit_code)
 
 
 def main() -> None:  # pragma: no cover - console entry point

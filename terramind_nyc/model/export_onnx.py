@@ -352,9 +352,7 @@ def _trace(network: MultiHeadTerraMind, config: ModelConfig, subset: tuple[str, 
         def __init__(self) -> None:
             super().__init__()
             self.network = network
-            # registered, so that the merged LoRA weights are initializers (externalised, shared
-            # between the graphs), not constants inlined into every graph
-            self.merged = torch.nn.ModuleDict(network.merged_encoders())
+            self.merged = torch.nn.ModuleDict(network.merged_encoders())  # merged LoRA weights: initializers
 
         def forward(self, *inputs: Any) -> tuple[Any, ...]:
             out = self.network(dict(zip(subset, inputs)))
@@ -395,9 +393,8 @@ def _install(config_src: Path, weights_src: Path, dest: Path, stage: Path, confi
     # install leaves an artifact without an export, never one whose record names other files
     write_config(dataclasses.replace(config, onnx=None), dest)
     keep = {g.file for g in record.graphs} | {record.data_file}
-    for f in onnx_files_in(dest):
-        if f.name not in keep:
-            f.unlink()
+    for f in (f for f in onnx_files_in(dest) if f.name not in keep):
+        f.unlink()
     for name in sorted(keep):
         os.replace(stage / name, dest / name)
     write_config(dataclasses.replace(config, onnx=record), dest)

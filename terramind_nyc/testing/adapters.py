@@ -65,11 +65,12 @@ def reference_model(encoder: str, num_classes: int, decoder_channels: Sequence[i
 
 def write_synthetic_adapters(root: str | Path, *, encoder: str = "terramind_v1_tiny", rank: int = 16,
                              alpha: float = 32.0, decoder_channels: Sequence[int] = (512, 256, 128, 64),
-                             seed: int = 0, lora_std: float = 0.02) -> tuple[Path, Path]:
+                             seed: int = 0, lora_std: float = 0.05) -> tuple[Path, Path]:
     """Write a base repo folder and an adapters repo folder under ``root``; return both paths.
 
-    Every tensor is random (seeded); the LoRA ``B`` factors are non-zero so that the merge
-    matters. The base file holds the encoder of the three modalities plus tensors the encoder
+    Every tensor is random (seeded) at a scale that keeps activations alive through the network
+    (norm scales near 1, variance-preserving linear and convolution weights), and the LoRA ``B``
+    factors are non-zero, so that logits depend on the encoder and on the merge. The base file holds the encoder of the three modalities plus tensors the encoder
     does not use, as the published one does.
     """
     import torch
@@ -88,6 +89,10 @@ def write_synthetic_adapters(root: str | Path, *, encoder: str = "terramind_v1_t
                 out[k] = v.clone()
             elif k.endswith("running_var"):
                 out[k] = torch.rand(v.shape, generator=gen) + 0.5
+            elif v.is_floating_point() and k.endswith(".weight") and v.ndim == 1:  # norm scales near 1
+                out[k] = (1 + 0.1 * torch.randn(v.shape, generator=gen)).to(v.dtype)
+            elif v.is_floating_point() and k.endswith(".weight"):  # linear / conv: variance-preserving
+                out[k] = (torch.randn(v.shape, generator=gen) / v[0].numel() ** 0.5).to(v.dtype)
             elif v.is_floating_point():
                 out[k] = (torch.randn(v.shape, generator=gen) * 0.05).to(v.dtype)
             else:

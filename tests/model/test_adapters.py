@@ -26,7 +26,7 @@ from fakes import raw
 from safetensors.torch import load_file, save_file
 
 from terramind_nyc.errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
-from terramind_nyc.model import adapters as adapters_module
+from terramind_nyc.model import convert_adapters as convert_module
 from terramind_nyc.model import hub
 from terramind_nyc.model.adapters import (
     ADAPTER_FILES,
@@ -34,11 +34,9 @@ from terramind_nyc.model.adapters import (
     BASE_REPO,
     FLOOD_STATS,
     HEAD_FOLDERS,
-    converted_dir,
-    default_status,
-    import_adapters,
 )
 from terramind_nyc.model.artifact import Artifact, load_artifact
+from terramind_nyc.model.convert_adapters import converted_dir, default_status, import_adapters
 from terramind_nyc.model.files import CONFIG_FILE, WEIGHTS_FILE
 from terramind_nyc.model.locate import read_config, resolve_checkpoint
 from terramind_nyc.model.precision import torch_numerics
@@ -72,6 +70,16 @@ class HubImport:
     commits: dict[str, str]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny networks: intra-op threads cost more than they give (on a loaded 2-core machine this
+    module ran in 108 s with 2 threads, 51 s with 1). Restored for the tests after this module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_probes() -> Iterator[None]:
     hub.clear_probes()  # every test probes its own hub
@@ -81,9 +89,11 @@ def _fresh_probes() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Repos:
-    """The synthetic repos, never modified (damage :func:`repos`)."""
+    """The synthetic repos, never modified (damage :func:`repos`). Their weights keep activations
+    alive (merging the LoRA factors or not changes the logits by > 1e-2, checked below), so a
+    1e-5 agreement means something."""
     base, adapters = write_synthetic_adapters(tmp_path_factory.mktemp("adapters") / "repos", encoder=ENCODER,
-                                              decoder_channels=DECODER, rank=RANK, alpha=ALPHA, seed=3)
+                                              decoder_channels=DECODER, rank=RANK, alpha=ALPHA, seed=3, lora_std=0.05)
     return Repos(base, adapters)
 
 
@@ -206,11 +216,12 @@ def test_hub_import_gives_the_logits_of_the_authors_models(artifact: Artifact, s
         for head in HEAD_FOLDERS:
             ref = reference_logits(synthetic, head, x)
             assert ours[head].shape == ref.shape == (2, len(artifact.config.head(head).classes), 64, 64)
-            assert float(ref.std()) > 1e-2, "logits too small for a 1e-5 tolerance to mean anything"
+            assert float(ref.abs().max()) > 0.1, "logits too small for a 1e-5 tolerance to mean anything"
             torch.testing.assert_close(ours[head], ref, atol=1e-5, rtol=0)
-        # the comparison sees the LoRA merge: without it the logits are far off
-        unmerged = reference_logits(synthetic, "lulc", x, lora=False)
-        assert float((unmerged - ours["lulc"]).abs().max()) > 1e-3
+            # the comparison sees the encoder and the LoRA merge: without the merge the logits are far off
+            assert float(ref.std(dim=(-2, -1)).mean()) > 1e-2, "logits nearly constant over the image"
+            unmerged = reference_logits(synthetic, head, x, lora=False)
+            assert float((unmerged - ours[head]).abs().max()) > 1e-2
 
 
 def test_one_encoder_pass_repeated_equals_temporal_wrapper_on_identical_steps(artifact: Artifact):
@@ -324,8 +335,8 @@ def test_adapter_model_with_unknown_or_missing_tensor_is_refused(repos: Repos, t
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda t: t.update({"bogus.weight": torch.zeros(3)}), r"1 unknown tensor\(s\): bogus\.weight"),
-    (lambda t: t.update({"decoder.extra.weight": torch.zeros(3)}), r"no place for decoders\.buildings\.extra\.weight"),
-    (lambda t: t.pop("head.head.2.weight"), r"found in no file: heads\.buildings\.head\.2\.weight"),
+    (lambda t: t.update({"decoder.extra.weight": torch.zeros(3)}), r"decoder\.extra\.weight has no place in the network"),
+    (lambda t: t.pop("head.head.2.weight"), r"1 tensor\(s\) missing: buildings_nyc/decoder_head\.safetensors: head\.head\.2\.weight"),
 ], ids=["unknown-prefix", "unknown-decoder-tensor", "missing"])
 def test_decoder_head_with_unknown_or_missing_tensor_is_refused(repos: Repos, tmp_path: Path, change, message):
     rewrite_safetensors(repos.adapters / "buildings_nyc" / "decoder_head.safetensors", change)
@@ -344,7 +355,7 @@ def test_base_checkpoint_of_another_size_is_refused(repos: Repos, tmp_path: Path
     small = BACKBONE_REGISTRY.build("terramind_v1_small", modalities=["S2L2A", "S1RTC", "DEM"], pretrained=False)
     torch.save(small.state_dict(), repos.base / BASE_FILE)
     out = tmp_path / "art"
-    with pytest.raises(CheckpointError, match=rf"{BASE_FILE}: encoder\.\S+ has shape \[.*384.*\], the network needs"):
+    with pytest.raises(CheckpointError, match=rf"{BASE_FILE}: \d+ encoder tensor\(s\) of another shape .*384.*is it the {ENCODER} checkpoint"):
         convert(repos, out)
     assert_nothing_written(out)
 
@@ -371,7 +382,11 @@ def test_base_pickle_holding_more_than_tensors_is_not_loaded(repos: Repos, tmp_p
 
 @pytest.mark.parametrize("fault", ["http-500", "truncated"])
 def test_hub_failure_mid_conversion_leaves_nothing_and_a_later_call_succeeds(served_hub: Any, tmp_path: Path,
-                                                                            fault: str):
+                                                                            monkeypatch: pytest.MonkeyPatch, fault: str):
+    from huggingface_hub.utils import _http
+
+    # huggingface_hub retries 5xx answers and cut transfers (~25 s of back-off); skip the waits
+    monkeypatch.setattr(_http.time, "sleep", lambda seconds: None)
     pattern = "*/buildings_nyc/decoder_head.safetensors"  # the last adapter file: the others are in by then
     if fault == "http-500":
         served_hub.faults.fail(500, pattern, times=None)
@@ -425,13 +440,13 @@ def test_default_checkpoint_is_converted_once_into_the_cache(served_hub: Any):
 
 def test_concurrent_default_resolutions_convert_once(served_hub: Any, monkeypatch: pytest.MonkeyPatch):
     calls: list[Path] = []
-    real = adapters_module.import_adapters
+    real = convert_module.import_adapters
 
     def counted(out: Any, **kwargs: Any) -> Path:
         calls.append(Path(out))
         return real(out, **kwargs)
 
-    monkeypatch.setattr(adapters_module, "import_adapters", counted)
+    monkeypatch.setattr(convert_module, "import_adapters", counted)
     start = threading.Barrier(2)
 
     def resolve() -> Path | None:
@@ -458,8 +473,11 @@ def test_default_checkpoint_unavailable_says_what_to_download(loopback_hub: Any,
     message = str(info.value)
     for needed in ("import-adapters", "TerraMind_v1_base.pt", ADAPTERS_REPO, BASE_REPO, "TERRAMIND_NYC_CHECKPOINT"):
         assert needed in message
-    assert ("could not be reached" in message) == (why == "offline")
-    assert (why == "offline") == (loopback_hub.request_count == 0)
+    if why == "offline":
+        assert "could not be reached" in message
+        assert loopback_hub.requests == [], "offline, yet the hub was asked"
+    else:
+        assert "no such repository" in message
     assert not (converted_dir() / CONFIG_FILE).exists()
     assert default_status()["cached"] is False
 

@@ -183,7 +183,7 @@ def test_out_holding_another_artifact_is_refused(plain: Path, exported: Path, tm
 def test_an_adapters_artifact_exports_one_graph_holding_both_encoders(tmp_path: Path):
     """Per-head encoders: one graph runs both variants; the merged LoRA weights are initializers in
     the shared data file (not constants inlined into the graph), and every backend agrees."""
-    from terramind_nyc.model.adapters import import_adapters
+    from terramind_nyc.model.convert_adapters import import_adapters
     from terramind_nyc.model.backends import load_runtime
     from terramind_nyc.testing.adapters import write_synthetic_adapters
 

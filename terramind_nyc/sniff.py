@@ -1,0 +1,400 @@
+"""``terramind-nyc sniff``: ten NYC areas with known answers, run through the normal fetch path.
+
+The published adapters were judged on ten areas (DESIGN section 9): how many of a 224 x 224 px chip's
+50176 pixels are buildings (compared as shares with the result's ``building_density``) and which
+land-cover classes, by name, may dominate. Preprocessing candidates run from a temporary artifact
+whose weights are linked to the checkpoint's (never copied or written). Offline, the areas run on
+generated imagery and a tiny random-weight model: the plumbing is checked, accuracy is not judged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import errors
+from .jsonsafe import json_safe
+from .settings import DEFAULT_CHECKPOINT, Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model.config import ModelConfig
+
+__all__ = ["AREAS", "BUILDING_BANDS_PX", "CHIP_PX", "SIZE_M", "SniffArea", "SniffReport", "SniffRow",
+           "buildings_hold", "lulc_holds", "sniff"]
+
+log = logging.getLogger(__name__)
+
+Buildings = Literal["many", "few", "none"]
+#: Pixels of the 224 x 224 chip the expectations were written for.
+CHIP_PX = 224 * 224
+#: Window side of every area, metres (224 px at 10 m).
+SIZE_M = 2240.0
+#: Expectation -> (lowest, highest) building px of the 50176 px chip (None: no bound): ``many``
+#: more than 5000 (strictly), ``few`` 100 to 30000 (both included), ``none`` fewer than 1000 (strictly).
+BUILDING_BANDS_PX: Mapping[str, tuple[int | None, int | None]] = {
+    "many": (5000, None), "few": (100, 30000), "none": (None, 1000)}
+
+
+@dataclass(frozen=True)
+class SniffArea:
+    """One sanity area and what a working model says there."""
+
+    name: str
+    """Human-readable name."""
+    lat: float
+    """Latitude of the window centre, WGS84 degrees."""
+    lon: float
+    """Longitude of the window centre, WGS84 degrees."""
+    buildings: Buildings
+    """Expected building amount (:data:`BUILDING_BANDS_PX`)."""
+    lulc: tuple[str, ...]
+    """Land-cover class names any of which may dominate."""
+
+
+#: The ten areas of DESIGN section 9, in its order.
+AREAS: tuple[SniffArea, ...] = (
+    SniffArea("Manhattan midtown", 40.755, -73.984, "many", ("developed",)),
+    SniffArea("Central Park", 40.785, -73.965, "few", ("forest", "developed")),
+    SniffArea("Jamaica Bay", 40.610, -73.840, "none", ("water",)),
+    SniffArea("JFK runways", 40.640, -73.778, "few", ("developed",)),
+    SniffArea("Pelham Bay Park", 40.871, -73.808, "few", ("forest", "developed")),
+    SniffArea("Brooklyn industrial", 40.700, -73.940, "many", ("developed",)),
+    SniffArea("Coney Island", 40.575, -73.970, "many", ("water", "developed")),
+    SniffArea("Hudson Yards", 40.755, -74.000, "many", ("developed",)),
+    SniffArea("Staten Island Greenbelt", 40.585, -74.150, "few", ("forest", "developed")),
+    SniffArea("Queens residential", 40.722, -73.847, "many", ("developed", "forest")),
+)
+
+
+def buildings_hold(expected: str, share: float | None) -> bool:
+    """Whether a building share (0..1 of the window) lies in the band of ``expected`` (bounds of
+    :data:`BUILDING_BANDS_PX` over :data:`CHIP_PX`); None or NaN holds for no band."""
+    if expected not in BUILDING_BANDS_PX:
+        raise errors.InvalidInputError(f"expected buildings must be one of {list(BUILDING_BANDS_PX)}, got {expected!r}")
+    if share is None or isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share):
+        return False
+    lo, hi = BUILDING_BANDS_PX[expected]
+    # a one-sided band excludes its bound, a two-sided one includes both
+    above = lo is None or (share > lo / CHIP_PX if hi is None else share >= lo / CHIP_PX)
+    return above and (hi is None or (share < hi / CHIP_PX if lo is None else share <= hi / CHIP_PX))
+
+
+def lulc_holds(expected: Sequence[str], dominant: str | None) -> bool:
+    """Whether the dominant land-cover class name is one of the ``expected`` names."""
+    return dominant is not None and dominant in tuple(expected)
+
+
+@dataclass(frozen=True)
+class SniffRow:
+    """One area: what was expected, what the model said, whether it holds."""
+
+    area: str
+    """Area name."""
+    lat: float
+    """Latitude of the window centre, degrees."""
+    lon: float
+    """Longitude of the window centre, degrees."""
+    expected_lulc: tuple[str, ...]
+    """Land-cover class names any of which may dominate."""
+    expected_buildings: Buildings
+    """``many``, ``few`` or ``none`` (:data:`BUILDING_BANDS_PX`)."""
+    dominant: str | None = None
+    """Dominant land-cover class of the result (None when the area failed)."""
+    building_share: float | None = None
+    """Share of the window predicted as building, 0..1 (the result's ``building_density``)."""
+    building_px_224: int | None = None
+    """``building_share`` in pixels of the 224 x 224 chip, rounded."""
+    lulc_fractions: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Share of the window per land-cover class (by name), 0..1."""
+    lulc_ok: bool = False
+    """Whether the dominant class is one of ``expected_lulc``."""
+    buildings_ok: bool = False
+    """Whether the building share lies in the band of ``expected_buildings``."""
+    ok: bool = False
+    """Whether the area holds: it ran, and both expectations are met."""
+    error: str | None = None
+    """``Type: message`` of the library error that failed the area (None when it ran)."""
+    error_type: str | None = None
+    """Class name of that error."""
+    s2_item_ids: tuple[str, ...] = ()
+    """Sentinel-2 item(s) the model saw."""
+    s2_acquired: str | None = None
+    """ISO UTC acquisition datetime of that scene."""
+    warnings: tuple[str, ...] = ()
+    """The result's degradation notes (missing modality, old scene)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every field."""
+        return {f.name: json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class SniffReport:
+    """What :func:`sniff` found over the ten areas."""
+
+    rows: tuple[SniffRow, ...]
+    """One row per area, in :data:`AREAS` order."""
+    judged: bool
+    """False when the run cannot say anything about accuracy (offline harness, a local catalog, no
+    area reached the catalog): the rows then check the plumbing only."""
+    preprocessing: dict[str, Any]
+    """``checkpoint``, ``revision``, ``sha256`` (of the weights that ran), the effective ``stats`` /
+    ``s1`` / ``chip`` of the config that ran, ``requested`` (the variant asked for), ``variant``,
+    ``random_weights``, ``backend``."""
+    passed: int
+    """Areas that hold."""
+    failed: int
+    """Areas that do not hold (failed fetches included)."""
+    note: str = ""
+    """Why the report is not judged (empty when it is)."""
+    catalog: str = ""
+    """Where the imagery came from."""
+    seconds: float = 0.0
+    """Wall time of the sniff, seconds."""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every area holds or the report is not judged; 1 when a judged area fails."""
+        return 1 if self.judged and self.failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of the rows, counts, preprocessing and judgement."""
+        return {"judged": self.judged, "passed": self.passed, "failed": self.failed,
+                "errors": sum(r.error is not None for r in self.rows), "exit_code": self.exit_code,
+                "note": self.note, "catalog": self.catalog, "preprocessing": json_safe(self.preprocessing),
+                "seconds": round(float(self.seconds), 3), "rows": [r.to_dict() for r in self.rows]}
+
+
+def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str | None = None, chip: int | None = None,
+          offline: bool | None = None, checkpoint: str | os.PathLike[str] | None = None, when: Any = None,
+          workdir: str | os.PathLike[str] | None = None, progress: bool | None = None) -> SniffReport:
+    """Fetch the ten :data:`AREAS` (2240 m windows at 10 m, result cache bypassed) and check each.
+
+    ``stats`` (``flood`` | ``pretraining``), ``s1`` (``linear`` | ``db``) and ``chip`` (224 | 256)
+    rewrite the checkpoint's preprocessing (None keeps its choice; all None: the checkpoint as it is).
+    ``offline`` True runs on the local harness (generated imagery; a tiny random-weight model unless
+    ``checkpoint`` or a non-default ``settings.checkpoint`` is given), never judged; False always
+    judges; None judges unless the catalog provider is ``local`` or no area reaches the catalog.
+    ``checkpoint`` replaces ``settings.checkpoint``; ``when`` is ``fetch``'s window (pin it to compare
+    candidates on the same scenes); ``workdir`` keeps (and reuses) the offline harness and tiny model;
+    ``progress``: a tqdm bar on stderr (default: when it is a terminal). A failed area is a row with
+    its error; a CheckpointError or BackendError (every area would fail alike) ends the run.
+    """
+    from .model.adapters import CHIP_CHOICES, S1_CHOICES, STATS_CHOICES
+
+    t0 = time.perf_counter()
+    s = Settings.resolve(settings)
+    for name, value, choices in (("stats", stats, STATS_CHOICES), ("s1", s1, S1_CHOICES), ("chip", chip, CHIP_CHOICES)):
+        if value is not None and (isinstance(value, bool) or value not in choices):
+            raise errors.InvalidInputError(f"{name} must be one of {list(choices)} or None, got {value!r}")
+    if offline is not None and not isinstance(offline, bool):
+        raise errors.InvalidInputError(f"offline must be True, False or None, got {offline!r}")
+    # results never come from the result cache: its key names the weights, not the preprocessing
+    s = s.replace(size_m=SIZE_M, resolution_m=10.0, result_cache_ttl_s=0.0,
+                  **({} if checkpoint is None else {"checkpoint": os.fspath(checkpoint)}))
+    random_weights = False
+    with tempfile.TemporaryDirectory(prefix="terramind-nyc-sniff-") as tmp:
+        if offline:
+            items = Path(workdir or tmp) / "harness" / "items.json"
+            s = s.replace(catalog_provider="local", signer="none",
+                          catalog_path=str(items if items.is_file() else _build_harness(items.parent, s)))
+            when = ("2024-05-01", "2024-07-31") if when is None else when  # the harness scenes
+            if checkpoint is None and s.checkpoint == DEFAULT_CHECKPOINT:
+                s, random_weights = s.replace(checkpoint=str(_tiny_artifact(items.parent.parent / "tiny")),
+                                              checkpoint_revision=None), True
+        config, run = _prepare_checkpoint(s, Path(tmp) / "variant", stats=stats, s1=s1, chip=chip)
+        classes = next((h.classes for h in config.heads if h.name == "lulc"), ())
+        missing = sorted({c for a in AREAS for c in a.lulc} - set(classes))
+        if missing:
+            raise errors.CheckpointError(f"checkpoint {s.checkpoint!r}: its `lulc` classes {list(classes)} lack "
+                                         f"{missing}, which sniff's areas name (classes are matched by name)")
+        rows, shas, unreachable = _run_areas(run, when, progress)
+    if offline:
+        judged, note = False, (f"offline: generated imagery and {'random weights' if random_weights else s.checkpoint} "
+                               "check the plumbing, not accuracy; run sniff online to judge the checkpoint")
+    elif offline is None and s.catalog_provider == "local":
+        judged, note = False, (f"the catalog is a local one ({s.catalog_path}), not the live archive: accuracy is "
+                               "not judged; use a planetary-computer / stac-api catalog, or pass --online")
+    elif offline is None and unreachable == len(rows):
+        judged, note = False, (f"no area could reach the catalog or its imagery ({rows[0].error}); nothing was "
+                               "judged: check the network, or run --offline to check the plumbing")
+    else:
+        judged, note = True, ""
+    s1_spec = next((m for m in config.modalities if m.name == "S1RTC"), None)
+    prep = {"checkpoint": "tiny random-weight artifact (generated)" if random_weights else s.checkpoint,
+            "revision": s.checkpoint_revision, "sha256": next((h for h in shas if h), None),
+            "stats": dict(config.training.get("preprocessing_choice") or {}).get("stats"),
+            "s1": None if s1_spec is None else "linear" if s1_spec.transform == "db_to_linear" else "db",
+            "chip": config.tile_size, "requested": {"stats": stats, "s1": s1, "chip": chip},
+            "variant": run is not s, "random_weights": random_weights, "backend": run.backend}
+    catalog = "local harness (generated imagery)" if offline else (
+        f"local ({s.catalog_path})" if s.catalog_provider == "local" else f"{s.catalog_provider} ({s.catalog_url})")
+    passed = sum(r.ok for r in rows)
+    return SniffReport(rows=tuple(rows), judged=judged, preprocessing=prep, passed=passed, failed=len(rows) - passed,
+                       note=note, catalog=catalog, seconds=time.perf_counter() - t0)
+
+
+def _run_areas(settings: Settings, when: Any, progress: bool | None) -> tuple[list[SniffRow], list[Any], int]:
+    """Every area in turn: the rows, the weights' sha256 of each result, how many could not reach imagery."""
+    from tqdm.auto import tqdm
+
+    from .api import fetch
+
+    rows: list[SniffRow] = []
+    shas: list[Any] = []
+    unreachable = 0  # areas whose catalog or imagery could not be reached
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    with tqdm(total=len(AREAS), desc="sniff", unit="area", disable=not show, file=sys.stderr) as bar:
+        for a in AREAS:
+            bar.set_postfix_str(a.name, refresh=False)
+            try:
+                with warnings.catch_warnings():  # each result carries its own (row.warnings)
+                    warnings.simplefilter("ignore", errors.TerramindNYCWarning)
+                    r = fetch(a.lat, a.lon, when=when, size_m=SIZE_M, settings=settings)
+            except (errors.CheckpointError, errors.BackendError):
+                raise  # the model cannot run: every area would fail the same way
+            except Exception as exc:
+                if not isinstance(exc, errors.TerramindNYCError):
+                    log.error("unexpected error in sniff area %s (a bug: please report it)", a.name, exc_info=exc)
+                    exc = errors.InternalError(f"unexpected {type(exc).__name__} fetching {a.name}: {exc} (a bug "
+                                               "in terramind_nyc or a dependency: please report it)")
+                unreachable += isinstance(exc, (errors.CatalogError, errors.ChipError, errors.DeadlineExceededError)) \
+                    and not isinstance(exc, errors.NoSceneError)  # the catalog answered: no scene
+                rows.append(SniffRow(a.name, a.lat, a.lon, a.lulc, a.buildings, error=f"{type(exc).__name__}: {exc}",
+                                     error_type=type(exc).__name__))
+            else:
+                share: float | None = float(r.building_density) if math.isfinite(r.building_density) else None
+                lulc_ok, bld_ok = lulc_holds(a.lulc, r.dominant_class), buildings_hold(a.buildings, share)
+                rows.append(SniffRow(
+                    a.name, a.lat, a.lon, a.lulc, a.buildings, dominant=r.dominant_class, building_share=share,
+                    building_px_224=None if share is None else round(share * CHIP_PX),
+                    lulc_fractions={k: float(v) for k, v in r.lulc_fractions.items()}, lulc_ok=lulc_ok,
+                    buildings_ok=bld_ok, ok=lulc_ok and bld_ok, s2_acquired=r.provenance.s2_acquired,
+                    s2_item_ids=tuple(r.provenance.imagery.get("S2L2A", {}).get("item_ids") or ()),
+                    warnings=tuple(r.warnings)))
+                shas.append(r.provenance.checkpoint.get("sha256"))
+            bar.update(1)
+    return rows, shas, unreachable
+
+
+def _prepare_checkpoint(s: Settings, root: Path, *, stats: Any, s1: Any, chip: Any) -> tuple[ModelConfig, Settings]:
+    """The config that runs and the settings serving it: the checkpoint as it is, or a temporary
+    artifact with the rewritten config and the checkpoint's weights linked (torch backend)."""
+    from .model.adapters import preprocessing_variant
+    from .model.artifact import write_config
+    from .model.locate import locate_artifact, read_config, read_config_file
+
+    if stats is None and s1 is None and chip is None:
+        return read_config(s.checkpoint, revision=s.checkpoint_revision), s
+    files = locate_artifact(s.checkpoint, revision=s.checkpoint_revision)
+    base = read_config_file(files.config, f"checkpoint {s.checkpoint!r}: config.json")
+    variant = preprocessing_variant(base, stats=stats, s1=s1, chip=chip).replace(onnx=None)
+    root.mkdir(parents=True)
+    write_config(variant, root)
+    target, dest = Path(os.path.realpath(files.weights)), root / files.weights.name
+    try:  # a hard link, else a symbolic one: never a copy, never a write to the checkpoint
+        os.link(target, dest)
+    except OSError:
+        os.symlink(target, dest)
+    log.info("sniff: %s with stats=%s s1=%s chip=%s from %s", s.checkpoint, stats, s1, chip, root)
+    return variant, s.replace(checkpoint=str(root), checkpoint_revision=None, backend="torch")
+
+
+# --- the offline harness: generated imagery over the ten areas ---------------------------
+def _tiny_artifact(directory: Path) -> Path:
+    """A tiny random-weight artifact in ``directory`` (reused when one is there)."""
+    try:
+        from .testing.model import make_tiny_artifact
+
+        done = (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+        return directory if done else make_tiny_artifact(directory)
+    except ImportError as exc:
+        raise errors.BackendError(f"offline sniff's tiny random-weight model needs the torch extra ({exc}): pip "
+                                  "install -c constraints.txt 'terramind-nyc[torch]', or pass --checkpoint") from None
+
+
+def _build_harness(root: Path, s: Settings, seed: int = 0) -> Path:
+    """One clear S2 L2A scene, one S1 RTC scene and one DEM tile over every area (120 m margin), from the
+    fixture generators (:mod:`terramind_nyc.testing`): COGs under ``root/cogs``, ``root/items.json``
+    (returned) with plain file paths as hrefs, for the ``local`` provider."""
+    import json
+    from datetime import datetime
+
+    import numpy as np
+    from affine import Affine
+
+    from .sensors import S1_NODATA, S2_BANDS
+    from .testing import cogs
+    from .testing.scenarios import Region, S2Spec, check_disjoint, scenario_region
+    from .testing.synth import S2_RESOLUTION, fixture_elevation, ground_cover, s1_scene, s1_texture, s2_scene
+
+    groups: list[tuple[list[float], Any]] = []  # areas whose windows overlap share one region: (bounds, chip)
+    for reg in (scenario_region(a.lat, a.lon, s, SIZE_M, 120.0) for a in AREAS):
+        b = list(reg.bounds)
+        g = next((g for g in groups if b[0] < g[0][2] and g[0][0] < b[2] and b[1] < g[0][3] and g[0][1] < b[3]), None)
+        if g is None:
+            groups.append((b, reg.chip))
+        else:
+            g[0][:] = [min(b[0], g[0][0]), min(b[1], g[0][1]), max(b[2], g[0][2]), max(b[3], g[0][3])]
+    regions = [Region(s.crs, x0, y1, round((x1 - x0) / 10), round((y1 - y0) / 10), c, round((y1 - c.bounds[3]) / 10),
+                      round((c.bounds[0] - x0) / 10)) for (x0, y0, x1, y1), c in groups]
+    check_disjoint({str(i): r for i, r in enumerate(regions)})
+    spec = S2Spec("2024-07-18T15:48:21Z", "05.10", 3.0, 0.0, "18TWL", outside_cloud=0.0)
+    s1_dt = datetime.fromisoformat("2024-07-20T22:54:12Z")
+    proj, ext = cogs.proj_properties("code", int(s.crs.split(":")[1]))
+    items: list[dict[str, Any]] = []
+    writer = cogs.CogWriter()
+
+    def cog(rel: str, arr: Any, crs: str, tr: Any, nodata: Any, gsd: float, **kw: Any) -> dict[str, Any]:
+        writer.add(root / rel, arr, crs=crs, transform=tr, nodata=nodata, description=Path(rel).stem)
+        return cogs.cog_asset(str((root / rel).resolve()), Path(rel).stem, transform=tr, shape=arr.shape,
+                              dtype=arr.dtype.name, nodata=nodata, gsd=gsd, **kw)
+
+    def item(collection: str, iid: str, geom: Any, exts: tuple[str, ...], props: Any, assets: Any) -> None:
+        items.append({"type": "Feature", "stac_version": "1.0.0", "stac_extensions": cogs.stac_extensions(*exts),
+                      "id": iid, "collection": collection, "geometry": geom, "bbox": cogs.geometry_bbox(geom),
+                      "properties": props, "links": [], "assets": assets})
+
+    for i, reg in enumerate(regions):
+        rng = np.random.default_rng([seed, 1000 + i])
+        lc10, ground10 = ground_cover(rng, reg.h10, reg.w10)
+        valid10, bands = s2_scene(rng, reg, ground10, lc10[::2, ::2], spec)
+        iid = f"S2B_MSIL2A_{spec.acquired:%Y%m%dT%H%M%S}_R054_T18TWL_SNIFF{i:02d}"
+        assets = {b: cog(f"cogs/{s.s2_collection}/{iid}/{b}.tif", bands[b], s.crs, reg.transform(S2_RESOLUTION[b]),
+                         0, float(S2_RESOLUTION[b]), extra=None if b == "SCL" else {"eo:bands": [
+                             {"name": b, "common_name": cogs.S2_COMMON_NAMES[b]}]}) for b in (*S2_BANDS, "SCL")}
+        item(s.s2_collection, iid, cogs.footprint(valid10, reg.transform(10), s.crs), ("eo", ext, "raster"),
+             {"datetime": cogs.stac_datetime(spec.acquired), "platform": "Sentinel-2B", "eo:cloud_cover": 3.0,
+              "s2:mgrs_tile": "18TWL", "s2:processing_baseline": spec.baseline, **proj}, assets)
+        valid1, lin = s1_scene(rng, reg, lc10, s1_texture(rng, reg))
+        iid = f"S1A_IW_GRDH_1SDV_{s1_dt:%Y%m%dT%H%M%S}_SNIFF{i:02d}_rtc"
+        assets = {p: cog(f"cogs/{s.s1_collection}/{iid}/{p}.tif", lin[k], s.crs, reg.transform(10), S1_NODATA, 10.0,
+                         unit="linear power (gamma0)") for k, p in enumerate(("vv", "vh"))}
+        item(s.s1_collection, iid, cogs.footprint(valid1, reg.transform(10), s.crs), ("sar", ext, "raster"),
+             {"datetime": cogs.stac_datetime(s1_dt), "platform": "SENTINEL-1A", "sar:instrument_mode": "IW",
+              "sar:polarizations": ["VV", "VH"], "sat:orbit_state": "ascending", **proj}, assets)
+        w, so, e, n = reg.bounds_4326  # DEM pixel centres on whole arc-seconds, like Copernicus GLO-30
+        A = cogs.ARCSEC
+        c0, r0 = math.floor(w / A) - 0.5, math.ceil(n / A) + 0.5
+        lons = (c0 + 0.5 + np.arange(round(math.ceil(e / A) + 0.5 - c0))) * A
+        lats = (r0 - 0.5 - np.arange(round(r0 - math.floor(so / A) + 0.5))) * A
+        z = fixture_elevation(lons[None, :], lats[:, None]).astype(np.float32)
+        tr = Affine(A, 0.0, c0 * A, 0.0, -A, r0 * A)
+        iid = f"Copernicus_DSM_COG_10_N40_00_W074_00_DEM_SNIFF{i:02d}"
+        item(s.dem_collection, iid, cogs.footprint(np.ones(z.shape, bool), tr, "EPSG:4326"), ("proj1", "raster"),
+             {"datetime": "2021-04-22T00:00:00Z", "proj:epsg": 4326},
+             {"data": cog(f"cogs/{s.dem_collection}/{iid}/data.tif", z, "EPSG:4326", tr, None, 30.0, unit="metre")})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    log.debug("sniff harness: %d items, %d COGs under %s", len(items), writer.count, root)
+    return root / "items.json"
