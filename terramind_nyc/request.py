@@ -75,11 +75,12 @@ class Request:
     """The settings of the call."""
 
     def result_key(self, info: ModelInfo) -> str:
-        """Result-cache key: the snapped grid, day window, imagery settings, circle and model."""
+        """Result-cache key: the snapped grid, day window, imagery settings, circle and model (weights
+        and the config that reads them: the same weights with other statistics answer differently)."""
         return stable_key("result", self.grid.cache_key(), window_key(self.start, self.end),
                           self.settings.key("chip"), self.radius_m,
                           (round(self.lat, 6), round(self.lon, 6)) if self.radius_m else None,
-                          info.checkpoint.get("sha256"), info.precision)
+                          info.checkpoint.get("sha256"), info.checkpoint.get("config_sha256"), info.precision)
 
 
 def window_key(start: datetime, end: datetime) -> tuple[str, str]:

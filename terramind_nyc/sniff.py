@@ -2,9 +2,8 @@
 
 The published adapters were judged on ten areas (DESIGN section 9): how many of a 224 x 224 px chip's
 50176 pixels are buildings (compared as shares with the result's ``building_density``) and which
-land-cover classes, by name, may dominate. Preprocessing candidates run from a temporary artifact
-whose weights are linked to the checkpoint's (never copied or written). Offline, the areas run on
-generated imagery and a tiny random-weight model: the plumbing is checked, accuracy is not judged.
+land-cover classes, by name, may dominate. Preprocessing candidates run from a temporary artifact whose
+weights are linked to the checkpoint's. Offline (generated imagery) accuracy is not judged.
 """
 
 from __future__ import annotations
@@ -199,7 +198,7 @@ def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str
             raise errors.InvalidInputError(f"{name} must be one of {list(choices)} or None, got {value!r}")
     if offline is not None and not isinstance(offline, bool):
         raise errors.InvalidInputError(f"offline must be True, False or None, got {offline!r}")
-    # results never come from the result cache: its key names the weights, not the preprocessing
+    # every candidate runs the model: no answer from the result cache
     s = s.replace(size_m=SIZE_M, resolution_m=10.0, result_cache_ttl_s=0.0,
                   **({} if checkpoint is None else {"checkpoint": os.fspath(checkpoint)}))
     random_weights = False
@@ -207,7 +206,7 @@ def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str
         if offline:
             items = Path(workdir or tmp) / "harness" / "items.json"
             s = s.replace(catalog_provider="local", signer="none",
-                          catalog_path=str(items if items.is_file() else _build_harness(items.parent, s)))
+                          catalog_path=str(items if items.is_file() else _write_harness(items.parent, s)))
             when = ("2024-05-01", "2024-07-31") if when is None else when  # the harness scenes
             if checkpoint is None and s.checkpoint == DEFAULT_CHECKPOINT:
                 s, random_weights = s.replace(checkpoint=str(_tiny_artifact(items.parent.parent / "tiny")),
@@ -219,6 +218,10 @@ def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str
             raise errors.CheckpointError(f"checkpoint {s.checkpoint!r}: its `lulc` classes {list(classes)} lack "
                                          f"{missing}, which sniff's areas name (classes are matched by name)")
         rows, shas, unreachable = _run_areas(run, when, progress)
+        if run is not s:  # the variant's model was loaded from a temporary folder: do not keep it
+            from .model.backends import clear_runtimes
+
+            clear_runtimes()
     if offline:
         judged, note = False, (f"offline: generated imagery and {'random weights' if random_weights else s.checkpoint} "
                                "check the plumbing, not accuracy; run sniff online to judge the checkpoint")
@@ -323,78 +326,8 @@ def _tiny_artifact(directory: Path) -> Path:
                                   "install -c constraints.txt 'terramind-nyc[torch]', or pass --checkpoint") from None
 
 
-def _build_harness(root: Path, s: Settings, seed: int = 0) -> Path:
-    """One clear S2 L2A scene, one S1 RTC scene and one DEM tile over every area (120 m margin), from the
-    fixture generators (:mod:`terramind_nyc.testing`): COGs under ``root/cogs``, ``root/items.json``
-    (returned) with plain file paths as hrefs, for the ``local`` provider."""
-    import json
-    from datetime import datetime
+def _write_harness(root: Path, s: Settings) -> Path:
+    """The local harness over the ten areas (:func:`terramind_nyc.testing.area_catalog.write_area_catalog`)."""
+    from .testing.area_catalog import write_area_catalog
 
-    import numpy as np
-    from affine import Affine
-
-    from .sensors import S1_NODATA, S2_BANDS
-    from .testing import cogs
-    from .testing.scenarios import Region, S2Spec, check_disjoint, scenario_region
-    from .testing.synth import S2_RESOLUTION, fixture_elevation, ground_cover, s1_scene, s1_texture, s2_scene
-
-    groups: list[tuple[list[float], Any]] = []  # areas whose windows overlap share one region: (bounds, chip)
-    for reg in (scenario_region(a.lat, a.lon, s, SIZE_M, 120.0) for a in AREAS):
-        b = list(reg.bounds)
-        g = next((g for g in groups if b[0] < g[0][2] and g[0][0] < b[2] and b[1] < g[0][3] and g[0][1] < b[3]), None)
-        if g is None:
-            groups.append((b, reg.chip))
-        else:
-            g[0][:] = [min(b[0], g[0][0]), min(b[1], g[0][1]), max(b[2], g[0][2]), max(b[3], g[0][3])]
-    regions = [Region(s.crs, x0, y1, round((x1 - x0) / 10), round((y1 - y0) / 10), c, round((y1 - c.bounds[3]) / 10),
-                      round((c.bounds[0] - x0) / 10)) for (x0, y0, x1, y1), c in groups]
-    check_disjoint({str(i): r for i, r in enumerate(regions)})
-    spec = S2Spec("2024-07-18T15:48:21Z", "05.10", 3.0, 0.0, "18TWL", outside_cloud=0.0)
-    s1_dt = datetime.fromisoformat("2024-07-20T22:54:12Z")
-    proj, ext = cogs.proj_properties("code", int(s.crs.split(":")[1]))
-    items: list[dict[str, Any]] = []
-    writer = cogs.CogWriter()
-
-    def cog(rel: str, arr: Any, crs: str, tr: Any, nodata: Any, gsd: float, **kw: Any) -> dict[str, Any]:
-        writer.add(root / rel, arr, crs=crs, transform=tr, nodata=nodata, description=Path(rel).stem)
-        return cogs.cog_asset(str((root / rel).resolve()), Path(rel).stem, transform=tr, shape=arr.shape,
-                              dtype=arr.dtype.name, nodata=nodata, gsd=gsd, **kw)
-
-    def item(collection: str, iid: str, geom: Any, exts: tuple[str, ...], props: Any, assets: Any) -> None:
-        items.append({"type": "Feature", "stac_version": "1.0.0", "stac_extensions": cogs.stac_extensions(*exts),
-                      "id": iid, "collection": collection, "geometry": geom, "bbox": cogs.geometry_bbox(geom),
-                      "properties": props, "links": [], "assets": assets})
-
-    for i, reg in enumerate(regions):
-        rng = np.random.default_rng([seed, 1000 + i])
-        lc10, ground10 = ground_cover(rng, reg.h10, reg.w10)
-        valid10, bands = s2_scene(rng, reg, ground10, lc10[::2, ::2], spec)
-        iid = f"S2B_MSIL2A_{spec.acquired:%Y%m%dT%H%M%S}_R054_T18TWL_SNIFF{i:02d}"
-        assets = {b: cog(f"cogs/{s.s2_collection}/{iid}/{b}.tif", bands[b], s.crs, reg.transform(S2_RESOLUTION[b]),
-                         0, float(S2_RESOLUTION[b]), extra=None if b == "SCL" else {"eo:bands": [
-                             {"name": b, "common_name": cogs.S2_COMMON_NAMES[b]}]}) for b in (*S2_BANDS, "SCL")}
-        item(s.s2_collection, iid, cogs.footprint(valid10, reg.transform(10), s.crs), ("eo", ext, "raster"),
-             {"datetime": cogs.stac_datetime(spec.acquired), "platform": "Sentinel-2B", "eo:cloud_cover": 3.0,
-              "s2:mgrs_tile": "18TWL", "s2:processing_baseline": spec.baseline, **proj}, assets)
-        valid1, lin = s1_scene(rng, reg, lc10, s1_texture(rng, reg))
-        iid = f"S1A_IW_GRDH_1SDV_{s1_dt:%Y%m%dT%H%M%S}_SNIFF{i:02d}_rtc"
-        assets = {p: cog(f"cogs/{s.s1_collection}/{iid}/{p}.tif", lin[k], s.crs, reg.transform(10), S1_NODATA, 10.0,
-                         unit="linear power (gamma0)") for k, p in enumerate(("vv", "vh"))}
-        item(s.s1_collection, iid, cogs.footprint(valid1, reg.transform(10), s.crs), ("sar", ext, "raster"),
-             {"datetime": cogs.stac_datetime(s1_dt), "platform": "SENTINEL-1A", "sar:instrument_mode": "IW",
-              "sar:polarizations": ["VV", "VH"], "sat:orbit_state": "ascending", **proj}, assets)
-        w, so, e, n = reg.bounds_4326  # DEM pixel centres on whole arc-seconds, like Copernicus GLO-30
-        A = cogs.ARCSEC
-        c0, r0 = math.floor(w / A) - 0.5, math.ceil(n / A) + 0.5
-        lons = (c0 + 0.5 + np.arange(round(math.ceil(e / A) + 0.5 - c0))) * A
-        lats = (r0 - 0.5 - np.arange(round(r0 - math.floor(so / A) + 0.5))) * A
-        z = fixture_elevation(lons[None, :], lats[:, None]).astype(np.float32)
-        tr = Affine(A, 0.0, c0 * A, 0.0, -A, r0 * A)
-        iid = f"Copernicus_DSM_COG_10_N40_00_W074_00_DEM_SNIFF{i:02d}"
-        item(s.dem_collection, iid, cogs.footprint(np.ones(z.shape, bool), tr, "EPSG:4326"), ("proj1", "raster"),
-             {"datetime": "2021-04-22T00:00:00Z", "proj:epsg": 4326},
-             {"data": cog(f"cogs/{s.dem_collection}/{iid}/data.tif", z, "EPSG:4326", tr, None, 30.0, unit="metre")})
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    log.debug("sniff harness: %d items, %d COGs under %s", len(items), writer.count, root)
-    return root / "items.json"
+    return write_area_catalog(root, s, [(a.lat, a.lon) for a in AREAS], size_m=SIZE_M)

@@ -168,8 +168,20 @@ class ModelConfig:
         return "shared-encoder" if len(self.encoders) == 1 else "per-head-encoders"
 
     def checkpoint_kind(self) -> dict[str, Any]:
-        """``kind`` (:attr:`kind`) and ``encoder_passes`` (encoder runs per tile batch), for provenance."""
-        return {"kind": self.kind, "encoder_passes": len(self.encoders)}
+        """``kind`` (:attr:`kind`), ``encoder_passes`` (encoder runs per tile batch) and
+        ``config_sha256`` (:meth:`fingerprint`), for provenance and cache keys."""
+        return {"kind": self.kind, "encoder_passes": len(self.encoders), "config_sha256": self.fingerprint()}
+
+    def fingerprint(self) -> str:
+        """sha256 of every field that changes what the weights compute from raw inputs (architecture,
+        statistics, transforms, tile size, offset rule, thresholds); not names, provenance or the
+        ONNX record. Two configs with the same weights and fingerprint give the same answers."""
+        import hashlib
+
+        d = self.to_dict()
+        for key in ("name", "version", "license", "training", "metrics", "onnx", "schema_version"):
+            d.pop(key, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def encoder_spec(self, name: str) -> EncoderSpec:
         """The spec of encoder variant ``name`` (KeyError if absent)."""

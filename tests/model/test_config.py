@@ -168,7 +168,8 @@ def _two_variants(**changes):
 
 def test_a_config_with_per_head_encoders_round_trips():
     c = _two_variants()
-    assert c.kind == "per-head-encoders" and c.checkpoint_kind() == {"kind": "per-head-encoders", "encoder_passes": 2}
+    assert c.kind == "per-head-encoders"
+    assert c.checkpoint_kind() == {"kind": "per-head-encoders", "encoder_passes": 2, "config_sha256": c.fingerprint()}
     assert c.input_timesteps == 1 and c.timesteps == 4
     assert c.heads_of("lulc") == ("lulc",) and c.encoder_spec("buildings").lora.scale == 1.0
     assert ModelConfig.from_json(c.to_json()) == c
@@ -231,3 +232,11 @@ def test_bad_encoder_fields_in_json_are_named():
     d["modalities"][1]["transform"] = "log"
     with pytest.raises(CheckpointError, match="`transform` must be one of"):
         ModelConfig.from_dict(d)
+
+
+def test_the_fingerprint_follows_what_changes_the_answers_only():
+    c = ModelConfig()
+    s1 = dataclasses.replace(c.modality("S1RTC"), transform="db_to_linear")
+    assert c.replace(name="other", version="9", training={"x": 1}).fingerprint() == c.fingerprint()
+    assert c.replace(tile_size=256).fingerprint() != c.fingerprint()
+    assert c.replace(modalities=(c.modalities[0], s1, c.modalities[2])).fingerprint() != c.fingerprint()
