@@ -27,7 +27,7 @@ from ..errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
 from . import hub
 from .adapters import ADAPTER_FILES, ADAPTERS_REPO, BASE_REPO, HEAD_FOLDERS, adapters_config, base_file_name
 from .config import LORA_TARGETS, LoraSpec
-from .files import CONFIG_FILE, WEIGHTS_FILE
+from .files import CHECKPOINT_HINT, CONFIG_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _LORA_KEY = re.compile(r"^encoder\.encoder\.encoder\.(\d+)\.(attn\.(?:qkv|proj))\.lora_([AB])\.default\.weight$")
 _PEFT_PREFIX = "base_model.model."
 _OFFLINE_HINT = (
-    f"the default checkpoint is the published NYC adapters ({ADAPTERS_REPO}, folders "
+    f"The default checkpoint is the published NYC adapters ({ADAPTERS_REPO}, folders "
     f"{', '.join(HEAD_FOLDERS.values())}) on {BASE_REPO} (TerraMind_v1_base.pt), converted once into the local cache. "
     "On a machine with internet run `terramind-nyc import-adapters --out DIR` (or let the first fetch download them), "
     "copy DIR here and set TERRAMIND_NYC_CHECKPOINT=DIR; or fill the Hugging Face cache with "
@@ -382,11 +382,13 @@ def ensure_default_artifact(revision: str | None = None) -> Path:
     with FileLock(str(dest) + ".lock"):
         if (dest / CONFIG_FILE).is_file() and (dest / WEIGHTS_FILE).is_file():
             return dest  # another process converted it while this one waited
-        log.warning("converting the published NYC adapters into %s (once; about 1 GB to download)", dest)
+        log.warning("the default checkpoint: downloading the published NYC adapters (about 1 GB) and converting "
+                    "them into %s, once", dest)
         try:
             return import_adapters(dest, revision=revision, overwrite=True)
         except CheckpointNotFoundError as exc:
-            raise CheckpointNotFoundError(f"{exc}. {_OFFLINE_HINT}") from None
+            reason = str(exc).replace(f"; {CHECKPOINT_HINT}", "")  # the generic hint does not apply here
+            raise CheckpointNotFoundError(f"{reason}. {_OFFLINE_HINT}") from None
         except ImportError as exc:
             raise CheckpointNotFoundError(f"converting the published adapters needs the torch extra ({exc}); "
                                           f"{_OFFLINE_HINT}") from None
