@@ -19,14 +19,14 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
 from . import hub
 from .adapters import ADAPTER_FILES, ADAPTERS_REPO, BASE_REPO, HEAD_FOLDERS, adapters_config, base_file_name
-from .config import LORA_TARGETS, LoraSpec
+from .config import ENCODERS, LORA_TARGETS, LoraSpec
 from .files import CHECKPOINT_HINT, CONFIG_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -165,8 +165,10 @@ class _Filler:
     """Fills the network's tensors from the source files; every target exactly once, shapes checked.
     Messages name the tensors as the files name them."""
 
-    def __init__(self, targets: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, targets: Mapping[str, torch.Tensor], fold: Callable[[torch.Tensor, Any], torch.Tensor] | None
+                 = None) -> None:
         self.targets = targets
+        self.fold = fold  # folds a weight that read T repeated copies into one that reads one copy
         self.filled: set[str] = set()
         self.problems: list[str] = []
 
@@ -175,6 +177,12 @@ class _Filler:
         if t is None:
             self.problems.append(f"{where}: {source} has no place in the network")
             return
+        if tuple(value.shape) != tuple(t.shape) and self.fold is not None and value.ndim == t.ndim \
+                and value.numel() > t.numel():
+            try:
+                value = self.fold(value, tuple(t.shape))
+            except CheckpointError:
+                pass  # reported as a shape mismatch below
         if tuple(value.shape) != tuple(t.shape):
             self.problems.append(f"{where}: {source} has shape {list(value.shape)}, the network needs {list(t.shape)}")
             return
@@ -223,7 +231,7 @@ def import_adapters(out: str | os.PathLike[str], *, adapters: str = ADAPTERS_REP
     over or of another shape; a LoRA rank or target that disagrees with ``adapter_config.json``;
     a pickle ``weights_only=True`` refuses; NaN weights).
     """
-    from .network import build_network, lora_key, transformer_blocks
+    from .network import build_network, fold_repeated, lora_key, transformer_blocks
     from .save import save_artifact
 
     dest = Path(os.fspath(out)).expanduser()
@@ -259,7 +267,8 @@ def import_adapters(out: str | os.PathLike[str], *, adapters: str = ADAPTERS_REP
 
     network = build_network(config, pretrained=False)
     targets = network.state_dict()
-    fill = _Filler(targets)
+    dim = ENCODERS[config.encoder][1]
+    fill = _Filler(targets, (lambda w, shape: fold_repeated(w, shape, network.fold, dim)) if network.fold > 1 else None)
 
     # the base encoder: every tensor the encoder has, from the TerraMind file (its other parts unused)
     base_sd = _load_base(base_path, f"{base}/{base_name}")

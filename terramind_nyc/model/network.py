@@ -24,7 +24,7 @@ that one head's path is the same computation as an ``EncoderDecoderFactory`` mod
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ from ..errors import CheckpointError, InvalidInputError
 from .compat import terratorch_imports
 from .config import SHARED_ENCODER, ModelConfig
 
-__all__ = ["PATCH_SIZE", "LoraPair", "MultiHeadTerraMind", "build_network", "lora_key", "lora_target", "terratorch_bands",
+__all__ = ["PATCH_SIZE", "LoraPair", "MultiHeadTerraMind", "build_network", "fold_repeated", "lora_key", "lora_target", "terratorch_bands",
            "transformer_blocks", "v1_weight_name"]
 
 #: TerraMind's patch size: input sides must be multiples of it.
@@ -158,9 +158,9 @@ class MultiHeadTerraMind(nn.Module):
         if config.timesteps > 1 and not config.temporal_repeat:
             encoder = TemporalWrapper(vit, pooling=config.temporal_pooling, n_timestamps=config.timesteps)
             channels = list(encoder.out_channels)  # type: ignore[arg-type]
-        elif config.timesteps > 1 and config.temporal_pooling == "concat":
-            channels = [c * config.timesteps for c in channels]
         self.encoder = encoder
+        #: T when the neck reads T identical copies concatenated: folded into its weights (:func:`fold_repeated`)
+        self.fold = config.timesteps if config.temporal_repeat and config.temporal_pooling == "concat" else 1
 
         blocks = transformer_blocks(encoder)
         self.lora = nn.ModuleDict()
@@ -180,8 +180,12 @@ class MultiHeadTerraMind(nn.Module):
             # and then re-run itself after a warning)
             reshape = ReshapeTokensToImage(chans, remove_cls_token=False)
             chans = reshape.process_channel_list(chans)
-            pyramid = LearnedInterpolateToPyramidal(chans)
-            chans = pyramid.process_channel_list(chans)
+            pyramid = LearnedInterpolateToPyramidal([c * self.fold for c in chans])
+            if self.fold > 1:  # the first convolutions read one copy, their weights summed over the T copies
+                for fpn, c in ((pyramid.fpn1, chans[0]), (pyramid.fpn2, chans[1])):
+                    fpn[0] = nn.ConvTranspose2d(c, fpn[0].out_channels, 2, 2)
+            chans = [c * self.fold for c in pyramid.process_channel_list(chans)]
+            chans[2:] = [c // self.fold for c in chans[2:]]  # fpn3 / fpn4 pass their one copy on
             self.necks[e.name] = nn.ModuleList([select, reshape, pyramid])
 
         dec = list(config.decoder_channels)
@@ -202,7 +206,7 @@ class MultiHeadTerraMind(nn.Module):
     def merge_lora(self) -> None:
         """(Re)build each LoRA variant's encoder: a copy of the base sharing every tensor but the
         targets, whose weights are ``W + (alpha / r) * B @ A`` (fp32, the adapters' own formula)."""
-        merged: dict[str, nn.Module] = {}
+        self._merged = merged = {}  # the old copies go first: never two sets in memory
         for e in self.config.encoders:
             if e.lora is None:
                 continue
@@ -216,7 +220,6 @@ class MultiHeadTerraMind(nn.Module):
                     lin.weight = nn.Parameter(w.to(lin.weight.dtype), requires_grad=False)
             copy_.train(self.training)
             merged[e.name] = copy_
-        self._merged = merged
 
     def _pairs(self, variant: str) -> nn.ModuleList:
         """Per block: target key -> :class:`LoraPair` of a LoRA variant."""
@@ -295,7 +298,12 @@ class MultiHeadTerraMind(nn.Module):
         return size
 
     def encode(self, variant: str, inputs: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Encoder tokens per block of encoder variant ``variant`` (``temporal_repeat``: repeated T times)."""
+        """Encoder tokens per block of encoder variant ``variant``.
+
+        With ``temporal_repeat`` and ``concat`` pooling these are one copy of what terratorch's
+        TemporalWrapper would concatenate T times from T identical steps; the layers that read them
+        hold the T copies' weights summed (:func:`fold_repeated`), which computes the same, T times
+        cheaper."""
         x = {m: inputs[m] for m in self.modalities if m in inputs}  # config order, whatever the dict's order
         spec = self.config.encoder_spec(variant)
         if spec.lora is None:
@@ -304,11 +312,7 @@ class MultiHeadTerraMind(nn.Module):
             feats = self._encode_lora_functional(variant, x)
         else:
             feats = self._merged[variant](x)
-        c = self.config
-        if c.temporal_repeat and c.temporal_pooling == "concat":
-            # TemporalWrapper(concat) on T identical steps concatenates T equal feature maps
-            feats = [torch.cat([f] * c.timesteps, dim=-1) for f in feats]
-        return list(feats)
+        return list(feats)  # with temporal_repeat, one copy: the neck's weights are folded
 
     def _encode_lora_functional(self, variant: str, x: Mapping[str, torch.Tensor]) -> Any:
         spec = self.config.encoder_spec(variant)
@@ -344,6 +348,21 @@ class MultiHeadTerraMind(nn.Module):
                     logits = F.interpolate(logits, size=size, mode="bilinear")
                 out[name] = logits
         return {h: out[h] for h in self.config.head_names}
+
+
+def fold_repeated(weight: torch.Tensor, shape: Sequence[int], copies: int, dim: int) -> torch.Tensor:
+    """``weight`` of a layer that read ``copies`` identical inputs concatenated (time-major, as
+    TemporalWrapper's ``concat`` lays them out: ``t * dim + d``), as the weight of the same layer
+    reading one copy: summed over the copies along the one axis where ``weight`` is ``copies`` times
+    ``shape``; segments of ``dim`` channels (a convolution reading two concatenated feature maps)
+    fold separately. Exact: ``W @ [x; x; x; x] = (sum_t W_t) @ x``."""
+    axes = [a for a, (n, m) in enumerate(zip(weight.shape, shape, strict=True)) if n != m]
+    if len(weight.shape) != len(shape) or len(axes) != 1 or weight.shape[axes[0]] != copies * shape[axes[0]] \
+            or shape[axes[0]] % dim:
+        raise CheckpointError(f"a weight of shape {list(weight.shape)} cannot be folded into {list(shape)}")
+    a = axes[0]
+    w = weight.reshape(*weight.shape[:a], shape[a] // dim, copies, dim, *weight.shape[a + 1:])
+    return w.sum(dim=a + 1).reshape(tuple(shape))
 
 
 def v1_weight_name(name: str) -> str:

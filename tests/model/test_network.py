@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from terramind_nyc.errors import InvalidInputError
+from terramind_nyc.errors import CheckpointError, InvalidInputError
 from terramind_nyc.model.compat import terratorch_imports
 from terramind_nyc.model.config import ENCODERS, HeadSpec, ModalitySpec, ModelConfig
 from terramind_nyc.model.network import MultiHeadTerraMind, build_network, v1_weight_name
@@ -170,7 +170,7 @@ def variant_net() -> MultiHeadTerraMind:
 def test_each_encoder_variant_runs_once_per_batch(variant_net):
     calls = []
     hooks = [m.register_forward_hook(lambda *a, name=name: calls.append(name))
-             for name, m in [("base", variant_net.encoder), *variant_net._merged.items()]]
+             for name, m in [("base", variant_net.encoder), *variant_net.merged_encoders().items()]]
     try:
         with torch.inference_mode():
             out = variant_net(_x(variant_net.config, b=2, h=64, w=64))
@@ -183,7 +183,7 @@ def test_each_encoder_variant_runs_once_per_batch(variant_net):
 
 def test_merged_variants_share_every_tensor_but_the_lora_targets(variant_net):
     base = dict(variant_net.encoder.named_parameters())
-    for name, enc in variant_net._merged.items():
+    for name, enc in variant_net.merged_encoders().items():
         for k, p in enc.named_parameters():
             if k.endswith(("attn.qkv.weight", "attn.proj.weight")):
                 block = int(k.split(".")[1])
@@ -199,9 +199,9 @@ def test_one_pass_with_repeated_features_equals_the_temporal_wrapper_on_identica
         from terratorch.models.utils import TemporalWrapper
 
     x = _x(variant_net.config, b=2, h=64, w=64, seed=6)
-    wrapper = TemporalWrapper(variant_net._merged["lulc"], pooling="concat", n_timestamps=4)
+    wrapper = TemporalWrapper(variant_net.merged_encoders()["lulc"], pooling="concat", n_timestamps=4)
     with torch.inference_mode():
-        ours = variant_net.encode("lulc", x)
+        ours = [torch.cat([f] * 4, dim=-1) for f in variant_net.encode("lulc", x)]  # one copy, repeated
         theirs = wrapper({m: v[:, :, None].repeat(1, 1, 4, 1, 1) for m, v in x.items()})
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
@@ -227,7 +227,7 @@ def test_merged_weights_follow_loaded_weights_and_training_reaches_the_factors()
     x = _x(net.config, h=64, w=64, seed=2)
     with torch.no_grad():
         functional = net._encode_lora_functional("buildings", x)
-        merged = net._merged["buildings"](x)
+        merged = net.merged_encoders()["buildings"](x)
     for a, b in zip(functional, merged, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
@@ -239,3 +239,22 @@ def test_the_state_dict_holds_the_base_once_and_each_variants_factors():
     assert {k.split(".")[1] for k in keys if k.startswith("lora.")} == {"lulc", "buildings"}
     assert {k.split(".")[1] for k in keys if k.startswith("necks.")} == {"lulc", "buildings"}
     assert not any("_merged" in k for k in keys)
+
+
+def test_folding_the_repeated_copies_into_the_weights_is_exact():
+    """A layer reading T identical copies concatenated equals the folded layer reading one."""
+    from terramind_nyc.model.network import fold_repeated
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 5, generator=g)
+    conv = torch.nn.Conv2d(2 * 4 * 6, 3, 3)  # two concatenated feature maps, each 4 copies of 6 channels
+    folded = torch.nn.Conv2d(2 * 6, 3, 3)
+    with torch.no_grad():
+        folded.weight.copy_(fold_repeated(conv.weight, folded.weight.shape, 4, 6))
+        folded.bias.copy_(conv.bias)
+        y = torch.cat([x] * 4 + [2 * x] * 4, dim=1)
+        torch.testing.assert_close(folded(torch.cat([x, 2 * x], dim=1)), conv(y), rtol=0, atol=1e-5)
+    up = torch.nn.ConvTranspose2d(4 * 6, 7, 2, 2)  # the pyramid's first layers: input channels on axis 0
+    assert fold_repeated(up.weight, (6, 7, 2, 2), 4, 6).shape == (6, 7, 2, 2)
+    with pytest.raises(CheckpointError, match="cannot be folded"):
+        fold_repeated(up.weight, (5, 7, 2, 2), 4, 6)
