@@ -9,7 +9,7 @@ from typing import Any
 
 from ._version import __version__
 from .model.adapters import is_adapters_source
-from .model.convert_adapters import default_status
+from .model.default_checkpoint import default_status
 from .model.locate import is_local_checkpoint
 from .model.precision import choose_precision, cpu_bf16_flags, cpu_model
 from .settings import DEFAULT_CHECKPOINT, Settings

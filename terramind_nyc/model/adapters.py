@@ -1,7 +1,10 @@
 """The published NYC adapters (msradam/TerraMind-NYC-Adapters) converted into a normal artifact.
 
-    import_adapters("out/dir")                      # downloads, checks, writes config.json + model.safetensors
-    ensure_default_artifact()                       # the default checkpoint (model.convert_adapters)
+    adapters_config()                               # the converted config (what training used)
+    preprocessing_variant(config, stats="pretraining", s1="db", chip=224)
+
+The conversion (``import_adapters``) is :mod:`terramind_nyc.model.convert_adapters`, the default
+checkpoint built from it :mod:`terramind_nyc.model.default_checkpoint`.
 
 The adapters are two LoRA fine-tunes of TerraMind-1.0-base (``lulc_nyc``: 5 land-cover classes,
 ``buildings_nyc``: background / building), each folder holding ``adapter_config.json``,
@@ -22,7 +25,7 @@ statistics, Sentinel-1 as linear power standardised with dB-valued statistics, 2
 four identical time steps concatenated (one encoder pass, features repeated:
 ``temporal_repeat``), this project's land-cover order, building threshold 0.5.
 ``terramind-nyc sniff`` checks those choices against ten NYC areas
-(:mod:`terramind_nyc.sniff`); the conversion itself is :mod:`terramind_nyc.model.convert_adapters`.
+(:mod:`terramind_nyc.sniff`).
 
 The base weights are a torch pickle (``TerraMind_v1_base.pt``); it is read with
 ``torch.load(weights_only=True)`` only, which refuses anything but tensors.

@@ -1,8 +1,9 @@
-"""Converting the published NYC adapters into an artifact (every tensor checked, LoRA kept as
-factors), and the default checkpoint: that conversion done once into the cache.
+"""Converting the published NYC adapters into an artifact: every tensor checked, LoRA kept as factors.
 
     import_adapters("out/dir")        # or terramind-nyc import-adapters --out DIR
-    ensure_default_artifact()         # the converted default, under a file lock; reused after
+
+The default checkpoint, this conversion done once into the cache, is
+:mod:`terramind_nyc.model.default_checkpoint`.
 
 What the adapters are, their preprocessing and the default checkpoint built from them are in
 :mod:`terramind_nyc.model.adapters`; ``docs/adapters.md`` lists every check. The files come from
@@ -27,24 +28,17 @@ from ..errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
 from . import hub
 from .adapters import ADAPTER_FILES, ADAPTERS_REPO, BASE_REPO, HEAD_FOLDERS, adapters_config, base_file_name
 from .config import ENCODERS, LORA_TARGETS, LoraSpec
-from .files import CHECKPOINT_HINT, CONFIG_FILE, WEIGHTS_FILE
+from .files import CONFIG_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["converted_dir", "default_status", "ensure_default_artifact", "import_adapters"]
+__all__ = ["import_adapters"]
 
 log = logging.getLogger(__name__)
 
 _LORA_KEY = re.compile(r"^encoder\.encoder\.encoder\.(\d+)\.(attn\.(?:qkv|proj))\.lora_([AB])\.default\.weight$")
 _PEFT_PREFIX = "base_model.model."
-_OFFLINE_HINT = (
-    f"The default checkpoint is the published NYC adapters ({ADAPTERS_REPO}, folders "
-    f"{', '.join(HEAD_FOLDERS.values())}) on {BASE_REPO} (TerraMind_v1_base.pt), converted once into the local cache. "
-    "On a machine with internet run `terramind-nyc import-adapters --out DIR` (or let the first fetch download them), "
-    "copy DIR here and set TERRAMIND_NYC_CHECKPOINT=DIR; or fill the Hugging Face cache with "
-    f"`hf download {ADAPTERS_REPO}` and `hf download {BASE_REPO} TerraMind_v1_base.pt`"
-)
 
 
 def _fetch(source: str, name: str, revision: str | None) -> Path:
@@ -363,48 +357,3 @@ def _source_record(adapters: str, revision: str | None, base: str, base_revision
         "base": {"repo": base, "revision": base_revision, "commit": _commit_of(base_path), "file": base_name,
                  "sha256": weights_sha256(base_path)},
     }
-
-
-# ----------------------------------------------------------------------------------------
-# the default checkpoint
-# ----------------------------------------------------------------------------------------
-def converted_dir(revision: str | None = None) -> Path:
-    """Where the default checkpoint's converted artifact lives: next to the Hugging Face cache."""
-    from huggingface_hub import constants
-
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{ADAPTERS_REPO}@{revision or 'main'}")
-    return Path(constants.HF_HUB_CACHE).parent / "terramind_nyc" / "converted" / slug
-
-
-def ensure_default_artifact(revision: str | None = None) -> Path:
-    """The published adapters as an artifact directory, converted on first use and reused after.
-
-    Conversion runs under a file lock: a second process waits for the first and then reuses
-    its result. Offline with nothing cached, CheckpointNotFoundError says what to download.
-    """
-    from filelock import FileLock
-
-    dest = converted_dir(revision)
-    if (dest / CONFIG_FILE).is_file() and (dest / WEIGHTS_FILE).is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        if (dest / CONFIG_FILE).is_file() and (dest / WEIGHTS_FILE).is_file():
-            return dest  # another process converted it while this one waited
-        log.warning("the default checkpoint: downloading the published NYC adapters (about 1 GB) and converting "
-                    "them into %s, once", dest)
-        try:
-            return import_adapters(dest, revision=revision, overwrite=True)
-        except CheckpointNotFoundError as exc:
-            reason = str(exc).replace(f"; {CHECKPOINT_HINT}", "")  # the generic hint does not apply here
-            raise CheckpointNotFoundError(f"{reason}. {_OFFLINE_HINT}") from None
-        except ImportError as exc:
-            raise CheckpointNotFoundError(f"converting the published adapters needs the torch extra ({exc}); "
-                                          f"{_OFFLINE_HINT}") from None
-
-
-def default_status(revision: str | None = None) -> dict[str, Any]:
-    """What the default checkpoint is and whether its converted artifact is cached (for ``info``)."""
-    dest = converted_dir(revision)
-    return {"default": ADAPTERS_REPO, "base": BASE_REPO, "kind": "per-head-encoders (LoRA adapters, converted)",
-            "cached": (dest / CONFIG_FILE).is_file() and (dest / WEIGHTS_FILE).is_file(), "path": str(dest)}

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import CheckpointError, CheckpointNotFoundError, InvalidInputError
 from . import hub
 from .adapters import is_adapters_source
-from .convert_adapters import ensure_default_artifact
+from .default_checkpoint import ensure_default_artifact
 from .config import ModelConfig
 from .files import CHECKPOINT_HINT, CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE, ArtifactFiles
 from .onnx_record import OnnxExport

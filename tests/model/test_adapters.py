@@ -36,7 +36,8 @@ from terramind_nyc.model.adapters import (
     HEAD_FOLDERS,
 )
 from terramind_nyc.model.artifact import Artifact, load_artifact
-from terramind_nyc.model.convert_adapters import converted_dir, default_status, import_adapters
+from terramind_nyc.model.convert_adapters import import_adapters
+from terramind_nyc.model.default_checkpoint import converted_dir, default_status
 from terramind_nyc.model.files import CONFIG_FILE, WEIGHTS_FILE
 from terramind_nyc.model.locate import read_config, resolve_checkpoint
 from terramind_nyc.model.precision import torch_numerics

@@ -106,4 +106,6 @@ def test_a_version_1_artifact_still_loads_and_is_saved_as_version_2(tmp_path: Pa
             torch.testing.assert_close(b.network(x)[h], v, rtol=0, atol=0)
     again = save_artifact(b.network, b.config, tmp_path / "again")
     assert json.loads((again / CONFIG_FILE).read_text())["schema_version"] == SCHEMA_VERSION
-    assert load_artifact(again).sha256 == a.sha256
+    # the same tensors (not the same sha256: safetensors writes its metadata in no fixed order)
+    saved = load_file(str(again / WEIGHTS_FILE))
+    assert all(torch.equal(saved[k], v) for k, v in load_file(str(new / WEIGHTS_FILE)).items())
