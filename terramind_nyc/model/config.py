@@ -10,6 +10,7 @@ terratorch. Band orders and the offset rule come from :mod:`terramind_nyc.sensor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import reprlib
 from collections.abc import Mapping
@@ -42,7 +43,7 @@ __all__ = ["DEFAULT_HEADS", "DEFAULT_MODALITIES", "DEFAULT_TILE_SIZE", "ENCODERS
 #: variants (``encoders``, ``heads[].encoder``), ``temporal_repeat`` and ``modalities[].transform``.
 SCHEMA_VERSION = 2
 #: Versions it reads: a version-1 config is a version-2 one with a single shared encoder (its
-#: weights name the neck ``neck.*``; :func:`weight_name_v1_to_v2` maps them).
+#: weights name the neck ``neck.*``; :func:`~terramind_nyc.model.network.v1_weight_name` maps them).
 READABLE_SCHEMA_VERSIONS = (1, 2)
 #: The fields a version-1 config may hold.
 _V1_FIELDS = frozenset({"schema_version", "name", "version", "encoder", "modalities", "heads", "timesteps",
@@ -176,8 +177,6 @@ class ModelConfig:
         """sha256 of every field that changes what the weights compute from raw inputs (architecture,
         statistics, transforms, tile size, offset rule, thresholds); not names, provenance or the
         ONNX record. Two configs with the same weights and fingerprint give the same answers."""
-        import hashlib
-
         d = self.to_dict()
         for key in ("name", "version", "license", "training", "metrics", "onnx", "schema_version"):
             d.pop(key, None)

@@ -91,7 +91,8 @@ def lora_key(target: str) -> str:
 
 def transformer_blocks(encoder: nn.Module) -> nn.ModuleList:
     """The transformer blocks of a TerraMind encoder (or of the TerraMindViT a TemporalWrapper wraps)."""
-    vit = getattr(encoder, "encoder", None) if not hasattr(encoder, "encoder_embeddings") else encoder
+    # a TerraMindViT has patch embeddings; a TemporalWrapper holds one as ``encoder``
+    vit = encoder if hasattr(encoder, "encoder_embeddings") else getattr(encoder, "encoder", None)
     if vit is None or not isinstance(getattr(vit, "encoder", None), nn.ModuleList):
         raise CheckpointError(f"cannot find the transformer blocks of {type(encoder).__name__}")
     blocks: nn.ModuleList = vit.encoder  # type: ignore[assignment]

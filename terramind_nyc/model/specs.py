@@ -149,15 +149,24 @@ class EncoderSpec:
                    description=schema.expect(d.get("description", ""), str, f"{where}.description"))
 
 
+def _listed(items: Any, kind: type, field: str, what: str) -> None:
+    """CheckpointError unless ``items`` is a non-empty tuple of ``kind`` with unique names."""
+    if not items or not isinstance(items, tuple) or not all(isinstance(i, kind) for i in items):
+        raise CheckpointError(f"`{field}` must list at least one {what} (a tuple of {kind.__name__})")
+    schema.unique([i.name for i in items], field)
+
+
+def _identifier(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise CheckpointError(f"{where}: name must be a lower-case identifier (a-z, 0-9, _), up to 32 characters")
+
+
 def validate_encoders(encoders: tuple[EncoderSpec, ...], heads: Sequence[HeadSpec]) -> None:
     """CheckpointError naming the first bad encoder variant, or a head naming none, or a variant no head reads."""
-    if not encoders or not isinstance(encoders, tuple) or not all(isinstance(e, EncoderSpec) for e in encoders):
-        raise CheckpointError("`encoders` must list at least one encoder variant (a tuple of EncoderSpec)")
-    schema.unique([e.name for e in encoders], "encoders")
+    _listed(encoders, EncoderSpec, "encoders", "encoder variant")
     for e in encoders:
         where = f"encoder {e.name!r}"
-        if not isinstance(e.name, str) or not _NAME.match(e.name):
-            raise CheckpointError(f"{where}: name must be a lower-case identifier (a-z, 0-9, _), up to 32 characters")
+        _identifier(e.name, where)
         if e.lora is not None:
             lo = e.lora
             if not isinstance(lo.rank, int) or isinstance(lo.rank, bool) or not 1 <= lo.rank <= 1024:
@@ -179,9 +188,7 @@ def validate_encoders(encoders: tuple[EncoderSpec, ...], heads: Sequence[HeadSpe
 
 
 def validate_modalities(modalities: tuple[ModalitySpec, ...]) -> None:
-    if not modalities or not isinstance(modalities, tuple) or not all(isinstance(m, ModalitySpec) for m in modalities):
-        raise CheckpointError("`modalities` must list at least one modality (a tuple of ModalitySpec)")
-    schema.unique([m.name for m in modalities], "modalities")
+    _listed(modalities, ModalitySpec, "modalities", "modality")
     for m in modalities:
         where = f"modality {m.name!r}"
         if m.name not in KNOWN_MODALITIES:
@@ -202,13 +209,10 @@ def validate_modalities(modalities: tuple[ModalitySpec, ...]) -> None:
 
 
 def validate_heads(heads: tuple[HeadSpec, ...]) -> None:
-    if not heads or not isinstance(heads, tuple) or not all(isinstance(h, HeadSpec) for h in heads):
-        raise CheckpointError("`heads` must list at least one head (a tuple of HeadSpec)")
-    schema.unique([h.name for h in heads], "heads")
+    _listed(heads, HeadSpec, "heads", "head")
     for h in heads:
         where = f"head {h.name!r}"
-        if not isinstance(h.name, str) or not _NAME.match(h.name):
-            raise CheckpointError(f"{where}: name must be a lower-case identifier (a-z, 0-9, _), up to 32 characters")
+        _identifier(h.name, where)
         if len(h.classes) < 2 or not all(isinstance(k, str) and k for k in h.classes):
             raise CheckpointError(f"{where}: `classes` must name at least two classes")
         schema.unique(h.classes, f"{where} classes")
