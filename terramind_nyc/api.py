@@ -1,6 +1,7 @@
 """The public calls: :func:`fetch`, :func:`fetch_many` and :func:`fetch_riprap`.
 
-Thin: each call validates its arguments and runs the stages of
+:func:`fetch_riprap` lives with the other client views in :mod:`terramind_nyc.riprap` and is
+re-exported here. Thin: each call validates its arguments and runs the stages of
 :class:`~terramind_nyc.pipeline.Pipeline` (grid -> imagery -> model -> summary -> Result).
 :class:`~terramind_nyc.result.Result`, :class:`~terramind_nyc.result.Provenance` and
 :class:`~terramind_nyc.result.BatchItem` are re-exported here for ``from terramind_nyc.api import ...``.
@@ -11,8 +12,6 @@ from __future__ import annotations
 import logging
 import numbers
 import sys
-import time
-import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -21,13 +20,12 @@ from .errors import (
     InternalError,
     InvalidInputError,
     InvalidLocationError,
-    MissingModalityWarning,
-    OutsideDomainError,
     TerramindNYCError,
 )
 from .pipeline import current_pipeline
 from .request import check_size
 from .result import BatchItem, Provenance, Result
+from .riprap import fetch_riprap
 from .settings import Settings
 from .shared_windows import MAX_WINDOW_M, group_windows, run_shared_window
 
@@ -64,28 +62,6 @@ def fetch(
     DeadlineExceededError, CheckpointError, BackendError.
     """
     return current_pipeline().fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=settings)
-
-
-def fetch_riprap(lat: float, lon: float, *, polygons: bool = False, **kwargs: Any) -> dict[str, Any]:
-    """:func:`fetch` for the Riprap client: never raises, always returns its dict.
-
-    Success gives :meth:`Result.to_riprap`; a point outside NYC (:class:`OutsideDomainError`)
-    gives ``{"ok": False, "skipped": reason}``; any other failure ``{"ok": False, "err":
-    reason, "error_type": class name}``.
-    """
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MissingModalityWarning)
-            return fetch(lat, lon, **kwargs).to_riprap(polygons=polygons)
-    except OutsideDomainError as exc:
-        return {"ok": False, "skipped": str(exc), "error_type": type(exc).__name__,
-                "elapsed_s": round(time.perf_counter() - t0, 3)}
-    except Exception as exc:
-        if not isinstance(exc, TerramindNYCError):
-            log.exception("unexpected failure in fetch_riprap(%s, %s)", lat, lon)
-        return {"ok": False, "err": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__,
-                "elapsed_s": round(time.perf_counter() - t0, 3)}
 
 
 def _as_point(p: Any) -> tuple[Any, Any]:

@@ -182,12 +182,13 @@ def info(ctx: click.Context, as_json: bool) -> None:
 @click.option("--geotiff", type=click.Path(dir_okay=False), default=None, help="Write rasters to this GeoTIFF.")
 @click.option("--geojson", type=click.Path(dir_okay=False), default=None, help="Write polygons to this GeoJSON.")
 @click.option("--quicklook", type=click.Path(dir_okay=False), default=None, help="Write a PNG quicklook.")
-@click.option("--riprap", is_flag=True, help="Print the Riprap client's dict instead of the full result.")
+@click.option("--riprap", is_flag=True, help="Print the Riprap client's one dict instead of the full result.")
+@click.option("--views", is_flag=True, help="Print Riprap's three documents (terramind_nyc.riprap) as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def fetch(ctx: click.Context, lat: float, lon: float, when: str | None, size_m: float | None,
           radius_m: float | None, geotiff: str | None, geojson: str | None, quicklook: str | None,
-          riprap: bool, as_json: bool) -> None:
+          riprap: bool, views: bool, as_json: bool) -> None:
     """Building density and land-cover fractions around LAT LON."""
     from .api import fetch as _fetch
 
@@ -198,8 +199,10 @@ def fetch(ctx: click.Context, lat: float, lon: float, when: str | None, size_m: 
         r.write_geojson(geojson)
     if quicklook:
         r.quicklook(quicklook)
-    data = r.to_riprap() if riprap else r.to_dict()
-    _emit(data, as_json or riprap, _result_lines(r))  # the Riprap dict is always JSON
+    from .riprap import views as riprap_views
+
+    data = riprap_views(r) if views else r.to_riprap() if riprap else r.to_dict()
+    _emit(data, as_json or riprap or views, _result_lines(r))  # the Riprap documents are always JSON
 
 
 @cli.command()

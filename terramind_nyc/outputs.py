@@ -103,6 +103,10 @@ class MaskLayer:
     """Display colour ``#rrggbb`` written to each feature."""
     mask: np.ndarray
     """bool (H, W) on the grid."""
+    label: str | None = None
+    """Display label written to each feature (default: ``name``)."""
+    index: int | None = None
+    """Class index written to each feature (the model's output channel), or None."""
 
 
 def _polygons(mask: np.ndarray, transform: Any) -> list[Any]:
@@ -119,7 +123,8 @@ def polygons_geojson(grid: ChipGrid, layers: Sequence[MaskLayer], *, simplify_m:
 
     Polygons are traced on the grid, simplified by ``simplify_m`` metres in the grid CRS (a
     finite number >= 0; 0 keeps the pixel outlines), then reprojected. Feature properties:
-    ``layer``, ``class``, ``color``, ``area_m2``; the collection carries ``properties``.
+    ``layer``, ``class``, ``class_idx``, ``class_label``, ``color`` and ``fill_color`` (the same colour,
+    the key map styles read), ``area_m2``; the collection carries ``properties``.
     """
     from pyproj import Transformer
     from shapely.geometry import mapping
@@ -137,8 +142,9 @@ def polygons_geojson(grid: ChipGrid, layers: Sequence[MaskLayer], *, simplify_m:
             features.append({
                 "type": "Feature",
                 "geometry": mapping(shp_transform(to4326, simple)),
-                "properties": {"layer": lay.layer, "class": lay.name, "color": lay.color,
-                               "area_m2": round(poly.area, 1)},
+                "properties": {"layer": lay.layer, "class": lay.name, "class_idx": lay.index,
+                               "class_label": lay.name if lay.label is None else lay.label,
+                               "color": lay.color, "fill_color": lay.color, "area_m2": round(poly.area, 1)},
             })
     return {"type": "FeatureCollection", "features": features, "properties": dict(properties or {})}
 

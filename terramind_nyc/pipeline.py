@@ -262,7 +262,8 @@ class Pipeline:
             notes.append(msg)
             warnings.warn(msg, StaleSceneWarning, stacklevel=4)
         return Result(lat=request.lat, lon=request.lon, radius_m=request.radius_m, summary=summary,
-                      class_names=tuple(info.lulc_classes), class_colors=tuple(info.lulc_colors), grid=grid,
+                      class_names=tuple(info.lulc_classes), class_colors=tuple(info.lulc_colors),
+                      heads={k: {"labels": v["classes"], **v} for k, v in info.heads.items()}, grid=grid,
                       provenance=prov, timings=timings, warnings=tuple(notes), probabilities=probs,
                       summary_area=area, valid=valid, rgb=rgb)
 
@@ -307,6 +308,7 @@ class Pipeline:
             for stage in ("search", "choose", "read"):
                 if stage in chip.timings and timings["imagery"] >= chip.timings[stage]:
                     timings[f"imagery_{stage}"] = float(chip.timings[stage])
+            deadline.check("the model pass (imagery took the budget)", "this process")
             t = time.perf_counter()
             run = self.run_model(chip, runtime)
             timings["model"] = time.perf_counter() - t

@@ -9,7 +9,7 @@ computed (grid), what from (provenance) and the rasters behind them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +24,10 @@ from .summary import Summary
 if TYPE_CHECKING:  # pragma: no cover
     from .grid import ChipGrid
 
-__all__ = ["BatchItem", "Provenance", "Result"]
+__all__ = ["GEOJSON_LAYERS", "BatchItem", "Provenance", "Result", "model_label"]
 
-#: Colour of the building layer in the GeoJSON view.
-BUILDING_COLOR = "#e31a1c"
+#: The polygon layers of :meth:`Result.to_geojson`.
+GEOJSON_LAYERS = ("buildings", "lulc")
 
 
 @dataclass(frozen=True)
@@ -73,16 +73,26 @@ class Provenance:
             "library_version": self.library_version,
         }
 
+    def first(self, modality: str, key: str) -> Any:
+        """The first entry of ``imagery[modality][key]`` (``item_ids``, ``datetimes``), or None."""
+        v = self.imagery.get(modality, {}).get(key)
+        return (v[0] if v else None) if isinstance(v, (list, tuple)) else v
+
     @property
     def s2_acquired(self) -> str | None:
         """ISO UTC acquisition datetime of the (first) Sentinel-2 item, or None."""
-        return _first(self.imagery.get("S2L2A", {}).get("datetimes"))
+        return self.first("S2L2A", "datetimes")
 
     @property
     def model_label(self) -> str:
         """``name@version (sha256[:12])`` of the checkpoint."""
-        ck = self.checkpoint
-        return f"{ck.get('name', ck.get('id'))}@{ck.get('version', '?')} ({str(ck.get('sha256', ''))[:12]})"
+        return model_label(self.checkpoint)
+
+
+def model_label(checkpoint: Mapping[str, Any]) -> str:
+    """``name@version (sha256[:12])`` of a checkpoint identity (:attr:`Provenance.checkpoint`)."""
+    ck = checkpoint
+    return f"{ck.get('name', ck.get('id'))}@{ck.get('version', '?')} ({str(ck.get('sha256', ''))[:12]})"
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,10 @@ class Result:
     """Land-cover class names in model order (from the checkpoint config)."""
     class_colors: tuple[str, ...]
     """Display colours (hex) of the land-cover classes (from the checkpoint config)."""
+    heads: Mapping[str, Mapping[str, Any]]
+    """Per head (``lulc``, ``buildings``) from the checkpoint config: ``classes`` (names in output
+    order), ``labels`` (display label per class), ``colors`` (``#rrggbb`` per class), ``threshold``
+    and ``encoder`` (the encoder variant that ran for it)."""
     grid: ChipGrid
     """The window the model ran on: CRS, transform, bounds in UTM and EPSG:4326."""
     provenance: Provenance
@@ -166,6 +180,20 @@ class Result:
         """Building probability threshold used (from the checkpoint config)."""
         return self.summary.building_threshold
 
+    @property
+    def percentages(self) -> dict[str, Any]:
+        """The figures as percentages 0-100 rounded to 2 decimals, exactly as the client views quote
+        them: ``buildings``, ``lulc`` ({class name: percent}), ``dominant``, ``nodata`` and ``s2_cloud``
+        (chip-level cloud of the S2 scene); None where a figure is undefined (no valid pixel)."""
+        cloud = self.provenance.imagery.get("S2L2A", {}).get("cloud_fraction")
+        return {
+            "buildings": _pct(self.building_density),
+            "lulc": {k: _pct(v) for k, v in self.lulc_fractions.items()},
+            "dominant": _pct(self.lulc_fractions.get(self.dominant_class, float("nan"))),
+            "nodata": _pct(self.nodata_fraction),
+            "s2_cloud": None if cloud is None else _pct(cloud),
+        }
+
     # --- rasters -----------------------------------------------------------------------
     @property
     def lulc_map(self) -> np.ndarray:
@@ -202,8 +230,11 @@ class Result:
             "dominant_class": self.dominant_class,
             "confidence": _num(self.confidence),
             "nodata_fraction": _num(self.nodata_fraction),
+            "n_pixels": self.summary.n_pixels,
             "class_names": list(self.class_names),
             "class_colors": list(self.class_colors),
+            "percent": self.percentages,
+            "heads": json_safe(self.heads),
             "grid": json_safe(self.grid.to_dict()),
             "provenance": self.provenance.to_dict(),
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
@@ -212,23 +243,26 @@ class Result:
         }
 
     def to_riprap(self, *, polygons: bool = False) -> dict[str, Any]:
-        """The Riprap specialist's dict: percentages 0-100, ``ok: True`` (see DESIGN section 5)."""
+        """Both heads in one dict (DESIGN section 5): percentages 0-100 keyed by class name, ``ok: True``.
+
+        Riprap's three steps take the documents of :mod:`terramind_nyc.riprap` instead (display labels, layers)."""
         s2 = self.provenance.imagery.get("S2L2A", {})
         s1 = self.provenance.imagery.get("S1RTC", {})
+        pct = self.percentages
         out: dict[str, Any] = {
             "ok": True,
-            "class_fractions": {k: _pct(v) for k, v in self.lulc_fractions.items()},
+            "class_fractions": pct["lulc"],
             "dominant_class": self.dominant_class,
-            "dominant_pct": _pct(self.lulc_fractions.get(self.dominant_class, float("nan"))),
-            "pct_buildings": _pct(self.building_density),
+            "dominant_pct": pct["dominant"],
+            "pct_buildings": pct["buildings"],
             "n_building_components": self.n_building_components,
             "class_labels": list(self.class_names),
             "bounds_4326": [float(v) for v in self.grid.bounds_4326],
             "imagery": {
                 "s2_acquired_iso": self.provenance.s2_acquired,
                 "s2_age_days": s2.get("age_days"),
-                "s2_cloud_pct": _pct(s2["cloud_fraction"]) if s2.get("cloud_fraction") is not None else None,
-                "s1_acquired_iso": _first(s1.get("datetimes")),
+                "s2_cloud_pct": pct["s2_cloud"],
+                "s1_acquired_iso": self.provenance.first("S1RTC", "datetimes"),
                 "s1_age_days": s1.get("age_days"),
                 "source": self.provenance.catalog,
             },
@@ -269,22 +303,31 @@ class Result:
                 "class_names": ",".join(self.class_names), "building_threshold": str(self.building_threshold)}
         return write_geotiff(path, self.grid, layers, valid=valid, tags=tags)
 
-    def to_geojson(self, *, simplify_m: float = 10.0) -> dict[str, Any]:
-        """Building and land-cover polygons in EPSG:4326 with class name and colour.
+    def to_geojson(self, *, simplify_m: float = 10.0, layers: Sequence[str] = GEOJSON_LAYERS) -> dict[str, Any]:
+        """Building and land-cover polygons in EPSG:4326 with class, display label and colour.
 
-        One feature per building polygon and per land-cover patch, traced on the grid,
-        simplified by ``simplify_m`` metres in the grid CRS (a finite number >= 0; 0 keeps the
-        pixel outlines; anything else is an InvalidInputError), then reprojected. Properties:
-        ``layer`` (``buildings`` | ``lulc``), ``class``, ``color``, ``area_m2``.
+        One feature per building polygon and per land-cover patch of the ``layers`` asked for
+        (``buildings``, ``lulc``), traced on the grid, simplified by ``simplify_m`` metres in the
+        grid CRS (a finite number >= 0; 0 keeps the pixel outlines; anything else is an
+        InvalidInputError), then reprojected. Properties: ``layer``, ``class``, ``class_idx``,
+        ``class_label``, ``color`` and ``fill_color`` (the same, from the checkpoint config), ``area_m2``.
         """
+        from .errors import InvalidInputError
         from .outputs import MaskLayer, polygons_geojson
 
+        if not isinstance(layers, (list, tuple)) or not all(x in GEOJSON_LAYERS for x in layers):
+            raise InvalidInputError(f"layers must be a list or tuple of names from {GEOJSON_LAYERS}, got {layers!r}")
         lulc, valid = self._rasters()
-        layers = [MaskLayer("buildings", "building", BUILDING_COLOR, self.building_mask & valid)]
-        for i, name in enumerate(self.class_names):
-            color = self.class_colors[i] if i < len(self.class_colors) else "#888888"
-            layers.append(MaskLayer("lulc", name, color, (lulc == i) & valid))
-        return polygons_geojson(self.grid, layers, simplify_m=simplify_m,
+        masks: list[MaskLayer] = []
+        if "buildings" in layers:
+            b = self.heads["buildings"]
+            masks.append(MaskLayer("buildings", b["classes"][1], b["colors"][1], self.building_mask & valid,
+                                   label=b["labels"][1], index=1))
+        if "lulc" in layers:
+            h = self.heads["lulc"]
+            masks += [MaskLayer("lulc", name, h["colors"][i], (lulc == i) & valid, label=h["labels"][i], index=i)
+                      for i, name in enumerate(h["classes"])]
+        return polygons_geojson(self.grid, masks, simplify_m=simplify_m,
                                 properties={"checkpoint": self.provenance.checkpoint.get("id"),
                                             "s2_acquired": self.provenance.s2_acquired})
 
@@ -353,8 +396,3 @@ def _pct(v: float | None) -> float | None:
     n = _num(v)
     return None if n is None else round(100.0 * n, 2)
 
-
-def _first(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return v[0] if v else None
-    return v

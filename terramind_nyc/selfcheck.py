@@ -9,6 +9,7 @@ client's dict, and writes the JSON, GeoTIFF, GeoJSON and quicklook outputs. Rand
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -165,15 +166,24 @@ class _Run:
         return f"warm fetch {ms:.2f} ms"
 
     def riprap(self) -> str:
-        from .api import fetch_riprap
+        from .riprap import fetch_riprap, fetch_views, schema
 
         lat, lon = self.cat.points["clear"]
         ok = fetch_riprap(lat, lon, when=self.cat.when("clear"), settings=self.settings)
         out = fetch_riprap(40.7128, -80.0, settings=self.settings)
-        json.dumps(ok, allow_nan=False)
-        if not ok.get("ok") or out.get("ok") or "skipped" not in out:
-            raise AssertionError(f"unexpected riprap dicts: {ok} / {out}")
-        return f"pct_buildings {ok['pct_buildings']}, dominant {ok['dominant_class']}; out of NYC skipped"
+        views = fetch_views(lat, lon, when=self.cat.when("clear"), settings=self.settings)
+        json.dumps([ok, views], allow_nan=False)
+        if not ok.get("ok") or out.get("ok") or "skipped" not in out or not all(v["ok"] for v in views.values()):
+            raise AssertionError(f"unexpected riprap dicts: {ok} / {out} / {views}")
+        checked = "views not schema-checked (install jsonschema)"
+        with contextlib.suppress(ImportError):
+            import jsonschema
+
+            jsonschema.validate(views, schema())
+            checked = "views match their schema"
+        lulc = views["terramind_lulc"]
+        return (f"pct_buildings {ok['pct_buildings']}, dominant {lulc['dominant_class']} {lulc['dominant_pct']}; "
+                f"{checked}; out of NYC skipped")
 
     def many(self) -> str:
         from .api import fetch_many
@@ -246,7 +256,7 @@ def run_selfcheck(
         run.step("fetch: chip across two tiles is mosaicked", run.scenario("tile_edge"))
         run.step("fetch: no S1 -> model runs without it, flagged", run.scenario("no_s1", ("S1RTC",)))
         run.step("result cache hit", run.cached)
-        run.step("fetch_riprap contract", run.riprap)
+        run.step("Riprap views and fetch_riprap", run.riprap)
         run.step("fetch_many", run.many)
         run.step("outputs: JSON, GeoTIFF, GeoJSON, quicklook", run.write_outputs)
         return run.report()

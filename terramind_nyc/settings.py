@@ -1,16 +1,18 @@
 """One settings object for the whole library.
 
-Values come from the defaults below, then ``TERRAMIND_NYC_<NAME>`` environment variables,
-then keyword arguments (highest precedence)::
+Values come from the defaults below, then a named profile (:data:`PROFILES`; ``profile=`` or
+``TERRAMIND_NYC_PROFILE``), then ``TERRAMIND_NYC_<NAME>`` environment variables, then keyword
+arguments (highest precedence)::
 
     s = Settings.from_env(recency_days=60)
     r = fetch(40.75, -73.98, settings=s)
+    Settings.from_env(profile="riprap").deadline_s  # 60.0
 
 Settings are frozen and validated on construction; ``s.replace(...)`` returns a validated copy.
 An unknown keyword, a value of the wrong type or out of range (numbers: :data:`LIMITS`) and a bad
 ``TERRAMIND_NYC_*`` variable are each a SettingsError that names the setting and what it takes.
-The table in ``docs/settings.md`` is generated from the field metadata here
-(``python -m terramind_nyc.settings``).
+The tables in ``docs/settings.md`` are generated from the field metadata and profiles here
+(``python -m terramind_nyc.settings_doc``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .errors import InvalidInputError, SettingsError, shown
 
-__all__ = ["DEFAULT_CHECKPOINT", "ENV_PREFIX", "KEY_SCOPES", "LIMITS", "PLANETARY_COMPUTER_URL", "POSITIVE", "Settings"]
+__all__ = ["DEFAULT_CHECKPOINT", "ENV_PREFIX", "KEY_SCOPES", "LIMITS", "PLANETARY_COMPUTER_URL", "POSITIVE", "PROFILES",
+           "Settings"]
 
 ENV_PREFIX = "TERRAMIND_NYC_"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -53,6 +56,11 @@ Device = Literal["auto", "cpu", "cuda"]
 #: - ``model``: which loaded network answers (checkpoint, backend, device, precision, threads);
 #: - ``runtime``: ``model`` plus the tiling of a pass.
 KEY_SCOPES: tuple[str, ...] = ("catalog", "chip", "caches", "model", "runtime")
+
+#: Named defaults for a kind of caller, applied under the environment and keyword overrides.
+#: ``riprap``: the flood-briefing client's chip step allows 60 s (soft) / 75 s (hard), so the whole
+#: call, a first model load included, ends by 60 s; one stalled request gets 15 s, leaving time to retry.
+PROFILES: Mapping[str, Mapping[str, Any]] = {"riprap": {"deadline_s": 60.0, "http_timeout_s": 15.0}}
 
 
 def _f(default: Any, doc: str, *, scopes: tuple[str, ...]) -> Any:
@@ -150,17 +158,22 @@ class Settings:
 
     # ------------------------------------------------------------------------------------
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``TERRAMIND_NYC_*`` variables of ``env`` (default ``os.environ``), then ``overrides``.
+    def from_env(cls, env: Mapping[str, str] | None = None, *, profile: str | None = None, **overrides: Any) -> Settings:
+        """Defaults, then the :data:`PROFILES` entry ``profile`` (default: ``TERRAMIND_NYC_PROFILE``, else
+        none), then ``TERRAMIND_NYC_*`` variables of ``env`` (default ``os.environ``), then ``overrides``.
 
-        A bad variable is a SettingsError naming it (``TERRAMIND_NYC_RECENCY_DAYS='soon' ...``).
+        A bad variable is a SettingsError naming it (``TERRAMIND_NYC_RECENCY_DAYS='soon' ...``), and so
+        is an unknown profile.
         """
         env = os.environ if env is None else env
         if not isinstance(env, Mapping):
             raise SettingsError(f"env must be a mapping of variable names to strings, got {type(env).__name__}")
         _reject_unknown(overrides)
         hints = _hints()
-        values: dict[str, Any] = {}
+        name = (env.get(ENV_PREFIX + "PROFILE", "").strip() or None) if profile is None else profile
+        if name is not None and name not in PROFILES:
+            raise SettingsError(f"unknown settings profile {shown(name)}; profiles: {', '.join(PROFILES)}")
+        values: dict[str, Any] = dict(PROFILES[name]) if name is not None else {}
         for f in dataclasses.fields(cls):
             key = ENV_PREFIX + f.name.upper()
             if key in env and f.name not in overrides:
@@ -375,18 +388,3 @@ def _validate(s: Settings) -> dict[str, Any]:
         raise SettingsError(f"`size_m`={values['size_m']:g} is smaller than one {values['resolution_m']:g} m pixel "
                             "(`resolution_m`); pass a larger size_m")
     return values
-
-
-def settings_table() -> str:
-    """Markdown table of every setting, its environment variable, default and meaning."""
-    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
-    for f in dataclasses.fields(Settings):
-        default = f.default
-        if isinstance(default, tuple):
-            default = ",".join(str(x) for x in default)
-        rows.append(f"| `{f.name}` | `{ENV_PREFIX}{f.name.upper()}` | `{default}` | {f.metadata['doc']} |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(settings_table())

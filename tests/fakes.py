@@ -13,6 +13,7 @@ import pytest
 from terramind_nyc.cache import clear_caches
 from terramind_nyc.errors import MissingModalityWarning
 from terramind_nyc.imagery.chip import Chip, ModalityProvenance
+from terramind_nyc.model.config import DEFAULT_HEADS
 from terramind_nyc.model.runtime import ModelInfo
 from terramind_nyc.pipeline import Pipeline, use_pipeline
 from terramind_nyc.sensors import S2_BANDS, UNITS
@@ -78,9 +79,8 @@ FAKE_INFO = ModelInfo(
     checkpoint={"id": "fake", "name": "fake-two-head", "version": "0", "sha256": "ab" * 32},
     backend="fake", device="cpu", precision="fp32", precision_requested="fp32", precision_reason="fake runtime",
     modalities=("S2L2A", "S1RTC", "DEM"),
-    heads={"lulc": {"classes": CLASSES, "colors": ("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
-                    "threshold": None},
-           "buildings": {"classes": ("background", "building"), "colors": ("#000000", "#ff7f00"), "threshold": 0.5}},
+    heads={h.name: {"classes": h.classes, "labels": h.display_labels, "colors": h.colors, "threshold": h.threshold,
+                    "encoder": h.encoder} for h in DEFAULT_HEADS},
     lulc_classes=CLASSES, lulc_colors=("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
     building_threshold=0.5, s2_bands=S2_BANDS, tile_size=224, timesteps=1,
 )

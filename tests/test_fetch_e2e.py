@@ -108,6 +108,9 @@ def test_cli_fetch_json_riprap_and_outputs(world, tmp_path):
     assert all((tmp_path / f).stat().st_size > 0 for f in ("r.tif", "r.geojson", "q.png"))
     res = runner.invoke(cli, args + ["--riprap"], env=env)
     assert res.exit_code == 0 and json.loads(res.stdout)["ok"] is True
+    res = runner.invoke(cli, args + ["--views"], env=env)
+    assert res.exit_code == 0 and {k: v["ok"] for k, v in json.loads(res.stdout).items()} == {
+        "eo_chip": True, "terramind_lulc": True, "terramind_buildings": True}
     res = runner.invoke(cli, args, env=env)
     assert res.exit_code == 0 and "buildings:" in res.output and "land cover:" in res.output
     res = runner.invoke(cli, ["fetch", "51.5", "-0.12"], env=env)
@@ -206,3 +209,22 @@ def test_provenance_names_the_precision_that_ran(world, monkeypatch):
     assert r2.provenance.precision == "bf16" and not r2.cached  # results of each precision are cached apart
     assert r2.provenance.backend == "torch"
     precision_mod.reset_warnings()
+
+
+def test_riprap_views_through_the_real_reader_and_model(world):
+    """The three documents from one real pass: schema, the tiny checkpoint's labels, a missing S1."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from terramind_nyc.model.config import DEFAULT_HEADS
+    from terramind_nyc.riprap import fetch_views, schema, warm
+
+    cat, ck = world
+    lat, lon = cat.points["no_s1"]
+    s = cat.settings(checkpoint=str(ck))
+    assert warm(s)["ok"]
+    v = fetch_views(lat, lon, when=cat.when("no_s1"), settings=s)
+    jsonschema.validate(v, schema())
+    assert all(d["ok"] for d in v.values()), v
+    assert v["eo_chip"]["has_s1"] is False and v["eo_chip"]["modalities_missing"] == ["S1RTC"]
+    assert v["terramind_lulc"]["class_labels"] == list(DEFAULT_HEADS[0].labels)
+    assert v["terramind_lulc"]["polygons_geojson"]["features"]
+    assert v["eo_chip"]["s2_scene_id"] and v["terramind_buildings"]["s2_scene_id"] == v["eo_chip"]["s2_scene_id"]

@@ -44,12 +44,14 @@ def test_geotiff_refuses_wrong_shapes_and_no_layers(tmp_path, grid):
 def test_polygons_of_a_square_mask(grid):
     mask = np.zeros(grid.shape, bool)
     mask[10:20, 30:40] = True  # 10 x 10 px = 100 m x 100 m
-    fc = polygons_geojson(grid, [MaskLayer("buildings", "building", "#ff0000", mask),
+    fc = polygons_geojson(grid, [MaskLayer("buildings", "building", "#ff0000", mask, label="Building footprint", index=1),
                                  MaskLayer("lulc", "water", "#0000ff", np.zeros(grid.shape, bool))],
                           simplify_m=0.0, properties={"checkpoint": "ck"})
     assert fc["type"] == "FeatureCollection" and fc["properties"] == {"checkpoint": "ck"}
     (feat,) = fc["features"]
-    assert feat["properties"] == {"layer": "buildings", "class": "building", "color": "#ff0000", "area_m2": 10000.0}
+    assert feat["properties"] == {"layer": "buildings", "class": "building", "class_idx": 1,
+                                  "class_label": "Building footprint", "color": "#ff0000", "fill_color": "#ff0000",
+                                  "area_m2": 10000.0}
     lon, lat = np.asarray(feat["geometry"]["coordinates"][0]).mean(axis=0)
     minlon, minlat, maxlon, maxlat = grid.bounds_4326
     assert minlon < lon < maxlon and minlat < lat < maxlat

@@ -204,6 +204,22 @@ def test_fetch_riprap_never_raises_and_names_a_library_error(fakes, args):
     assert d["ok"] is True or d["error_type"] in LIBRARY_ERRORS - {"InternalError"}, d
 
 
+@profile(100)
+@given(args=fetch_arguments(), polygons=st.booleans())
+def test_fetch_views_never_raise_and_match_their_schema(fakes, args, polygons):
+    import jsonschema
+
+    from terramind_nyc.riprap import fetch_views, schema
+
+    t0 = time.perf_counter()
+    v = fetch_views(args.pop("lat"), args.pop("lon"), polygons=polygons, **args)
+    assert time.perf_counter() - t0 < BOUND_S
+    json.dumps(v, allow_nan=False)
+    jsonschema.validate(v, schema())
+    for d in v.values():
+        assert d["ok"] is True or d["error_type"] in LIBRARY_ERRORS - {"InternalError"}, d
+
+
 POINTS = st.lists(st.one_of(JUNK, st.tuples(st.one_of(JUNK, NYC_LAT), st.one_of(JUNK, NYC_LON)),
                             st.fixed_dictionaries({"lat": st.one_of(JUNK, NYC_LAT), "lon": st.one_of(JUNK, NYC_LON)}),
                             st.tuples(NYC_LAT, NYC_LON)), max_size=5)

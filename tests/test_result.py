@@ -98,3 +98,34 @@ def test_outputs_of_a_result_without_rasters_are_invalid_input(tmp_path, result)
             call()
     assert list(tmp_path.iterdir()) == []
     assert np.isfinite(result.building_probability).all()
+
+
+def test_to_geojson_layers_pick_the_layers_and_carry_label_and_fill_colour(result):
+    both = result.to_geojson()
+    assert {f["properties"]["layer"] for f in both["features"]} == {"buildings", "lulc"}
+    only = result.to_geojson(layers=("lulc",))
+    assert only["features"] and {f["properties"]["layer"] for f in only["features"]} == {"lulc"}
+    assert len(only["features"]) + len(result.to_geojson(layers=["buildings"])["features"]) == len(both["features"])
+    for f in only["features"]:
+        p = f["properties"]
+        i = p["class_idx"]
+        assert p["class"] == result.heads["lulc"]["classes"][i] and p["class_label"] == result.heads["lulc"]["labels"][i]
+        assert p["fill_color"] == p["color"] == result.heads["lulc"]["colors"][i]
+    assert result.to_geojson(layers=())["features"] == []
+
+
+@pytest.mark.parametrize("bad", ["lulc", ("water",), [None], 5])
+def test_to_geojson_refuses_unknown_layers(result, bad):
+    with pytest.raises(InvalidInputError, match="layers must be"):
+        result.to_geojson(layers=bad)
+
+
+def test_percentages_are_the_rounded_figures_in_to_dict(result):
+    pct = result.percentages
+    assert pct["buildings"] == round(100 * result.building_density, 2)
+    assert pct["lulc"] == {k: round(100 * v, 2) for k, v in result.lulc_fractions.items()}
+    assert pct["dominant"] == pct["lulc"][result.dominant_class]
+    assert pct["s2_cloud"] == 1.0 and pct["nodata"] == round(100 * result.nodata_fraction, 2)
+    d = result.to_dict()
+    assert d["percent"] == pct and d["n_pixels"] == result.summary.n_pixels
+    assert result.to_riprap()["class_fractions"] == pct["lulc"]

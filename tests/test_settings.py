@@ -1,7 +1,7 @@
 import pytest
 
 from terramind_nyc import InvalidInputError, Settings, SettingsError
-from terramind_nyc.settings import settings_table
+from terramind_nyc.settings_doc import profiles_table, settings_table
 
 
 def test_defaults_are_valid():
@@ -82,8 +82,9 @@ def test_docs_settings_md_is_current():
     from pathlib import Path
 
     doc = (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
-    stale = [line for line in settings_table().splitlines() if line.startswith("| `") and line not in doc]
-    assert not stale, "docs/settings.md is out of date: regenerate it with `python -m terramind_nyc.settings`"
+    rows = (settings_table() + "\n" + profiles_table()).splitlines()
+    stale = [line for line in rows if line.startswith("| `") and line not in doc]
+    assert not stale, "docs/settings.md is out of date: regenerate it with `python -m terramind_nyc.settings_doc`"
 
 
 def test_resolve_is_the_one_default_path(monkeypatch):
@@ -273,3 +274,34 @@ def test_from_env_takes_only_a_mapping_of_strings(monkeypatch):
     assert Settings.from_env(recency_days=9).recency_days == 9  # an override wins over a bad variable
     with pytest.raises(SettingsError, match="TERRAMIND_NYC_RECENCY_DAYS='soon'"):
         Settings.resolve(None)
+
+
+def test_profile_sits_under_the_environment_and_the_arguments():
+    from terramind_nyc.settings import PROFILES
+
+    assert Settings.from_env({}, profile="riprap").deadline_s == PROFILES["riprap"]["deadline_s"] == 60.0
+    assert Settings.from_env({}).deadline_s == 120.0  # no profile: the library defaults
+    assert Settings.from_env({"TERRAMIND_NYC_PROFILE": "riprap"}).deadline_s == 60.0
+    assert Settings.from_env({"TERRAMIND_NYC_PROFILE": " "}).deadline_s == 120.0
+    env = {"TERRAMIND_NYC_PROFILE": "riprap", "TERRAMIND_NYC_DEADLINE_S": "45"}
+    assert Settings.from_env(env).deadline_s == 45.0
+    assert Settings.from_env(env, deadline_s=30).deadline_s == 30.0
+    assert Settings.from_env(env, profile="riprap").http_timeout_s == 15.0
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_unknown_profile_is_a_settings_error_naming_the_profiles(how):
+    with pytest.raises(SettingsError, match="unknown settings profile 'ripraps'; profiles: riprap"):
+        if how == "argument":
+            Settings.from_env({}, profile="ripraps")
+        else:
+            Settings.from_env({"TERRAMIND_NYC_PROFILE": "ripraps"})
+
+
+def test_every_profile_is_a_valid_settings_object():
+    from terramind_nyc.settings import PROFILES
+
+    for name, values in PROFILES.items():
+        s = Settings.from_env({}, profile=name)
+        assert all(getattr(s, k) == v for k, v in values.items()), name
+    assert [ln.split("`")[1] for ln in profiles_table().splitlines()[2:]] == list(PROFILES)

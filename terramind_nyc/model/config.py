@@ -81,10 +81,12 @@ DEFAULT_HEADS: tuple[HeadSpec, ...] = (
         ("#1f78b4", "#e31a1c", "#33a02c", "#b2df8a", "#bdbdbd"),
         description="Land cover from ESA WorldCover 2021 v200: water 80/90/95, developed 50, forest 10/20, "
         "herbaceous 30/40, other 60/70/100",
+        labels=("Water", "Built-up / developed", "Trees / forest", "Grass / crop", "Bare / other"),
     ),
     HeadSpec(
         "buildings", ("background", "building"), ("#000000", "#ff7f00"), threshold=0.5,
         description="Building footprint (NYC Open Data 5zhs-2jue rasterised on the chip grid)",
+        labels=("Background", "Building footprint"),
     ),
 )
 

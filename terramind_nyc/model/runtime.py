@@ -90,8 +90,9 @@ class ModelInfo:
     modalities: tuple[str, ...]
     """The checkpoint's modalities, in model order."""
     heads: Mapping[str, Mapping[str, Any]]
-    """Head -> ``classes`` (names in output order), ``colors`` (``#rrggbb`` per class) and
-    ``threshold`` (two-class heads: probability of class 1 from which a pixel is class 1, else None)."""
+    """Head -> ``classes`` (names in output order), ``labels`` (display label per class), ``colors``
+    (``#rrggbb`` per class), ``threshold`` (two-class heads: probability of class 1 from which a pixel
+    is class 1, else None) and ``encoder`` (the encoder variant it decodes)."""
     lulc_classes: tuple[str, ...]
     """Land-cover class names in output order (empty without a ``lulc`` head)."""
     lulc_colors: tuple[str, ...]
@@ -157,7 +158,8 @@ class Runtime:
     def model_info(self) -> ModelInfo:
         """Checkpoint identity, modalities, heads (classes, colours, threshold), backend, device, precision."""
         c = self.config
-        heads = {h.name: {"classes": h.classes, "colors": h.colors, "threshold": h.threshold} for h in c.heads}
+        heads = {h.name: {"classes": h.classes, "labels": h.display_labels, "colors": h.colors, "threshold": h.threshold,
+                          "encoder": h.encoder} for h in c.heads}
         lulc = next((h for h in c.heads if h.name == "lulc"), None)
         bld = next((h for h in c.heads if h.name == "buildings"), None)
         s2 = next((m.bands for m in c.modalities if m.name == "S2L2A"), ())

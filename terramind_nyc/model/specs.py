@@ -63,7 +63,7 @@ class ModalitySpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """One segmentation head: its classes, display colours and decision threshold."""
+    """One segmentation head: its classes, display labels and colours, and decision threshold."""
 
     name: str
     """Head key (lower-case identifier), e.g. ``lulc``, ``buildings``; the output dict's key."""
@@ -77,12 +77,20 @@ class HeadSpec:
     """What the head predicts and where its labels came from."""
     encoder: str = SHARED_ENCODER
     """The encoder variant (:class:`EncoderSpec` name) whose features this head decodes."""
+    labels: tuple[str, ...] = ()
+    """Display label per class for people (reports, the Riprap views), e.g. ``Trees / forest`` for
+    ``forest``; empty: the class names."""
+
+    @property
+    def display_labels(self) -> tuple[str, ...]:
+        """:attr:`labels`, or the class names when the config gives none."""
+        return self.labels or self.classes
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> HeadSpec:
         """Parse one entry of ``heads``; CheckpointError names the bad field."""
         d = schema.expect(d, dict, where)
-        schema.no_unknown(d, {"name", "classes", "colors", "threshold", "description", "encoder"}, where)
+        schema.no_unknown(d, {"name", "classes", "colors", "threshold", "description", "encoder", "labels"}, where)
         schema.require(d, ("name", "classes", "colors"), where)
         thr = d.get("threshold")
         return cls(name=schema.expect(d["name"], str, f"{where}.name"),
@@ -90,7 +98,8 @@ class HeadSpec:
                    colors=schema.str_tuple(d["colors"], f"{where}.colors"),
                    threshold=None if thr is None else float(schema.expect(thr, (int, float), f"{where}.threshold")),
                    description=schema.expect(d.get("description", ""), str, f"{where}.description"),
-                   encoder=schema.expect(d.get("encoder", SHARED_ENCODER), str, f"{where}.encoder"))
+                   encoder=schema.expect(d.get("encoder", SHARED_ENCODER), str, f"{where}.encoder"),
+                   labels=schema.str_tuple(d.get("labels", []), f"{where}.labels"))
 
 
 #: The attention layers a LoRA delta may target (those of TerraMind's transformer blocks).
@@ -218,6 +227,10 @@ def validate_heads(heads: tuple[HeadSpec, ...]) -> None:
         schema.unique(h.classes, f"{where} classes")
         if len(h.colors) != len(h.classes) or not all(isinstance(k, str) and _COLOR.match(k) for k in h.colors):
             raise CheckpointError(f"{where}: `colors` must give one #rrggbb colour per class ({len(h.classes)})")
+        if h.labels and (len(h.labels) != len(h.classes) or not all(isinstance(k, str) and k.strip() for k in h.labels)):
+            raise CheckpointError(f"{where}: `labels` must give one non-empty display label per class "
+                                  f"({len(h.classes)}), or be left out")
+        schema.unique(h.labels, f"{where} labels")
         if h.threshold is not None:
             if len(h.classes) != 2:
                 raise CheckpointError(f"{where}: `threshold` applies to two-class heads only")

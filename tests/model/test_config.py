@@ -76,6 +76,10 @@ def test_invalid_configs_name_the_problem(change, message):
         (lambda d: d["heads"][1].update(name="Bad.Name"), "identifier"),
         (lambda d: d["heads"][1].update(classes=["only"], colors=["#000000"]), "at least two"),
         (lambda d: d["heads"][0].update(classes="water"), "must be list"),
+        (lambda d: d["heads"][0]["labels"].pop(), "one non-empty display label per class"),
+        (lambda d: d["heads"][1].update(labels=["Background", " "]), "one non-empty display label per class"),
+        (lambda d: d["heads"][1].update(labels=["Same", "Same"]), "labels` has duplicates"),
+        (lambda d: d["heads"][1].update(labels="Building"), "labels: expected list|must be list"),
     ],
 )
 def test_invalid_fields_are_named(mutate, message):
@@ -240,3 +244,17 @@ def test_the_fingerprint_follows_what_changes_the_answers_only():
     assert c.replace(name="other", version="9", training={"x": 1}).fingerprint() == c.fingerprint()
     assert c.replace(tile_size=256).fingerprint() != c.fingerprint()
     assert c.replace(modalities=(c.modalities[0], s1, c.modalities[2])).fingerprint() != c.fingerprint()
+
+
+def test_display_labels_are_part_of_the_config_and_optional():
+    c = ModelConfig()
+    assert c.head("lulc").labels == ("Water", "Built-up / developed", "Trees / forest", "Grass / crop", "Bare / other")
+    assert c.head("buildings").display_labels == ("Background", "Building footprint")
+    d = c.to_dict()
+    assert d["heads"][0]["labels"][2] == "Trees / forest"
+    assert ModelConfig.from_dict(json.loads(json.dumps(d))) == c
+    for h in d["heads"]:
+        del h["labels"]  # a config written before the field existed
+    old = ModelConfig.from_dict(d)
+    assert old.head("lulc").labels == () and old.head("lulc").display_labels == old.head("lulc").classes
+    assert old.fingerprint() != c.fingerprint()  # labels change what a cached answer says
