@@ -21,7 +21,7 @@ from . import convert_adapters
 from .adapters import ADAPTERS_REPO, BASE_REPO, HEAD_FOLDERS
 from .files import CHECKPOINT_HINT, CONFIG_FILE, WEIGHTS_FILE
 
-__all__ = ["converted_dir", "default_status", "ensure_default_artifact"]
+__all__ = ["CONVERSION", "converted_dir", "default_status", "ensure_default_artifact"]
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,16 @@ _OFFLINE_HINT = (
 )
 
 
+#: Version of what a conversion writes; a new one (2: display labels in the config) converts again from
+#: the files already in the Hugging Face cache, instead of serving an artifact an older library wrote.
+CONVERSION = 2
+
+
 def converted_dir(revision: str | None = None) -> Path:
     """Where the default checkpoint's converted artifact lives: next to the Hugging Face cache."""
     from huggingface_hub import constants
 
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{ADAPTERS_REPO}@{revision or 'main'}")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{ADAPTERS_REPO}@{revision or 'main'}.v{CONVERSION}")
     return Path(constants.HF_HUB_CACHE).parent / "terramind_nyc" / "converted" / slug
 
 

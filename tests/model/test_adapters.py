@@ -263,6 +263,7 @@ def test_converted_config_describes_the_adapters_and_their_preprocessing(artifac
     assert c.head_names == ("lulc", "buildings")
     assert c.head("lulc").classes == LULC_CLASSES and c.head("lulc").encoder == "lulc"
     assert c.head("buildings").threshold == 0.5 and c.head("buildings").encoder == "buildings"
+    assert c.head("lulc").labels[2] == "Trees / forest" and c.head("buildings").labels[1] == "Building footprint"
     assert c.training["preprocessing_choice"] == {"stats": "flood", "s1": "linear", "chip": 256}
 
 
