@@ -308,7 +308,6 @@ class Pipeline:
             for stage in ("search", "choose", "read"):
                 if stage in chip.timings and timings["imagery"] >= chip.timings[stage]:
                     timings[f"imagery_{stage}"] = float(chip.timings[stage])
-            deadline.check("the model pass (imagery took the budget)", "this process")
             t = time.perf_counter()
             run = self.run_model(chip, runtime)
             timings["model"] = time.perf_counter() - t

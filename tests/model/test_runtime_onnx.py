@@ -244,6 +244,7 @@ def test_config_classes_that_disagree_with_the_graphs(exported, tmp_path):
     d = json.loads((bad / CONFIG_FILE).read_text())
     d["heads"][0]["classes"] = d["heads"][0]["classes"][:4]
     d["heads"][0]["colors"] = d["heads"][0]["colors"][:4]
+    d["heads"][0]["labels"] = d["heads"][0]["labels"][:4]
     (bad / CONFIG_FILE).write_text(json.dumps(d))
     with pytest.raises(CheckpointError, match=r"output lulc is \['batch', 5, 224, 224\].*4 classes"):
         load_runtime(str(bad), backend="onnx")

@@ -48,6 +48,7 @@ def test_class_count_disagreeing_with_the_weights_is_named(copy_dir: Path):
     d = json.loads((copy_dir / CONFIG_FILE).read_text())
     d["heads"][0]["classes"].append("glacier")
     d["heads"][0]["colors"].append("#ffffff")
+    d["heads"][0]["labels"].append("Glacier")
     (copy_dir / CONFIG_FILE).write_text(json.dumps(d))
     with pytest.raises(CheckpointError) as e:
         load_artifact(copy_dir)
