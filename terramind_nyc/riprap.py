@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
-from .errors import MissingModalityWarning, OutsideDomainError, TerramindNYCError, shown
+from .deadline import Deadline
+from .errors import ChipNodataError, MissingModalityWarning, OutsideDomainError, TerramindNYCError, shown
 from .pipeline import current_pipeline
 from .result import Result, model_label
 from .settings import Settings
@@ -92,7 +93,13 @@ def _settings(settings: Settings | None) -> Settings:
 # The views of one result
 # ----------------------------------------------------------------------------------------
 def _common(r: Result, head: str) -> dict[str, Any]:
-    """What both model documents carry: which head of which checkpoint ran, on what, when."""
+    """What both model documents carry: which head of which checkpoint ran, on what, when.
+
+    A summary area without one valid pixel has no figures to quote: ChipNodataError (a failure dict).
+    """
+    if r.summary.nodata_fraction >= 1.0:
+        raise ChipNodataError(f"no pixel of the summary area has valid Sentinel-2 input (radius_m={r.radius_m}): "
+                              "there is nothing to report; widen radius_m or try another date")
     ck, prov = r.provenance.checkpoint, r.provenance
     return {
         "ok": True,
@@ -174,9 +181,9 @@ def _chip(r: Result) -> dict[str, Any]:
         "s2_scene_id": s2_id,
         # Riprap's own chip keys; cloud_cover is the chip-level cloud share (SCL) in percent, not the
         # scene-wide eo:cloud_cover
-        "s2_meta": {"scene_id": s2_id, "datetime": prov.s2_acquired, "cloud_cover": r.percentages["s2_cloud"],
+        "s2_meta": {"scene_id": s2_id, "datetime": prov.s2_acquired or None, "cloud_cover": r.percentages["s2_cloud"],
                     "age_days": s2.get("age_days")},
-        "s1_meta": ({"scene_id": prov.first("S1RTC", "item_ids"), "datetime": prov.first("S1RTC", "datetimes"),
+        "s1_meta": ({"scene_id": prov.first("S1RTC", "item_ids"), "datetime": prov.first("S1RTC", "datetimes") or None,
                      "age_days": s1.get("age_days")} if s1 else {}),
         "has_s1": "S1RTC" in prov.modalities_used,
         "has_dem": "DEM" in prov.modalities_used,
@@ -255,16 +262,18 @@ def fetch_riprap(lat: float, lon: float, *, polygons: bool = False, **kwargs: An
         return failure(exc, time.perf_counter() - t0)
 
 
-def warm(settings: Settings | None = None) -> dict[str, Any]:
+def warm(settings: Settings | None = None, *, timeout_s: float | None = None) -> dict[str, Any]:
     """Load the model now (for a client's start-up), so no request pays the first load; never raises.
 
     Waits for the load however long it takes (a first use of the default checkpoint downloads and
-    converts it). Returns ``{"ok": True, "model", "backend", "device", "precision", "elapsed_s"}``
-    or the failure dict.
+    converts it), or at most ``timeout_s`` seconds: then it returns the DeadlineExceededError failure
+    dict and the load goes on in the background for the first request to use. Returns
+    ``{"ok": True, "model", "backend", "device", "precision", "elapsed_s"}`` or the failure dict.
     """
     t0 = time.perf_counter()
     try:
-        info = current_pipeline().runtimes(_settings(settings)).model_info()
+        deadline = None if timeout_s is None else Deadline(timeout_s)
+        info = current_pipeline().runtimes(_settings(settings), deadline).model_info()
     except Exception as exc:
         return failure(exc, time.perf_counter() - t0)
     return {"ok": True, "model": model_label(info.checkpoint), "backend": info.backend, "device": info.device,

@@ -364,3 +364,35 @@ def test_the_deadline_covers_a_first_load_and_warm_moves_it_to_start_up():
         assert fetch_views(*ESB, settings=s)["terramind_lulc"]["ok"]
         assert time.perf_counter() - t0 < 0.5
     assert src.deadlines[1] is None  # warm() waited without a deadline
+
+
+def test_warm_with_a_timeout_returns_and_the_load_goes_on():
+    src = RecordingSource(FakeRuntime(), delay_s=0.8)
+    with use_pipeline(Pipeline(reader=FakeReader(), runtimes=src)):
+        t0 = time.perf_counter()
+        w = warm(Settings(cache_enabled=False), timeout_s=0.2)
+        assert time.perf_counter() - t0 < 0.6
+        assert w["ok"] is False and w["error_type"] == "DeadlineExceededError" and src.deadlines == [0.2]
+        for bad in (0, -1, float("nan"), "soon"):
+            assert warm(timeout_s=bad)["error_type"] == "InvalidInputError"
+
+
+class HoleReader(FakeReader):
+    """A chip whose centre (the point and 100 m around it) has no valid S2 pixel."""
+
+    def __call__(self, grid, start, end, settings, deadline):
+        chip = super().__call__(grid, start, end, settings, deadline)
+        r0, c0 = grid.height // 2, grid.width // 2
+        for m in chip.masks.values():
+            m[r0 - 12:r0 + 12, c0 - 12:c0 + 12] = False
+        return chip
+
+
+def test_a_summary_area_without_valid_pixels_has_no_figures_to_quote():
+    with use_pipeline(Pipeline(reader=HoleReader(), runtimes=lambda s, deadline=None: FakeRuntime())):
+        v = _valid(fetch_views(*ESB, radius_m=50.0, settings=Settings(cache_enabled=False)))
+        whole = _valid(fetch_views(*ESB, settings=Settings(cache_enabled=False)))
+    assert v["eo_chip"]["ok"] is True  # the chip was read
+    for k in ("terramind_lulc", "terramind_buildings"):
+        assert v[k]["ok"] is False and v[k]["error_type"] == "ChipNodataError" and "radius_m" in v[k]["err"]
+        assert whole[k]["ok"] is True and whole[k]["nodata_pct"] > 0

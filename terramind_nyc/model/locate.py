@@ -103,7 +103,7 @@ def resolve_checkpoint(source: str | os.PathLike[str], *, revision: str | None =
     ``revision`` pins a hub tag, branch or commit (ignored for a local directory). The published
     NYC adapters' repo id (:data:`~terramind_nyc.model.adapters.ADAPTERS_REPO`, the default
     checkpoint) resolves to their converted artifact in the cache, converting them on first use
-    (:func:`~terramind_nyc.model.adapters.ensure_default_artifact`). Raises
+    (:func:`~terramind_nyc.model.default_checkpoint.ensure_default_artifact`). Raises
     InvalidInputError for an empty or non-path source and CheckpointNotFoundError for a local
     directory that does not exist.
     """
