@@ -124,19 +124,24 @@ def test_each_view_has_its_own_labels_from_the_config(fakes):
     assert v["terramind_lulc"]["dominant_class"] in lulc_head.labels
 
 
+def _views_with_heads(heads: dict) -> dict:
+    """The views from a runtime whose config has these ``heads`` (classes, labels, colours)."""
+    info = dataclasses.replace(FAKE_INFO, heads=heads)
+
+    class Relabelled(FakeRuntime):
+        def model_info(self):
+            return info
+
+    with use_pipeline(Pipeline(reader=FakeReader(), runtimes=lambda s, deadline=None: Relabelled())):
+        return _valid(fetch_views(*ESB, settings=Settings(cache_enabled=False)))
+
+
 def test_labels_come_from_the_checkpoint_not_from_a_list_here():
     heads = {"lulc": {**FAKE_INFO.heads["lulc"], "labels": ("Eau", "Bâti", "Forêt", "Herbe", "Autre"),
                       "colors": ("#000001", "#000002", "#000003", "#000004", "#000005")},
              "buildings": {**FAKE_INFO.heads["buildings"], "labels": ("Fond", "Bâtiment"),
                            "colors": ("#000000", "#123456")}}
-    info = dataclasses.replace(FAKE_INFO, heads=heads)
-
-    class Renamed(FakeRuntime):
-        def model_info(self):
-            return info
-
-    with use_pipeline(Pipeline(reader=FakeReader(), runtimes=lambda s, deadline=None: Renamed())):
-        v = _valid(fetch_views(*ESB, settings=Settings(cache_enabled=False)))
+    v = _views_with_heads(heads)
     assert v["terramind_lulc"]["class_labels"] == ["Eau", "Bâti", "Forêt", "Herbe", "Autre"]
     assert set(v["terramind_lulc"]["class_fractions"]) <= {"Eau", "Bâti", "Forêt", "Herbe", "Autre"}
     assert v["terramind_buildings"]["class_labels"] == ["Fond", "Bâtiment"]
@@ -147,15 +152,7 @@ def test_labels_come_from_the_checkpoint_not_from_a_list_here():
 
 
 def test_a_config_without_labels_shows_the_class_names():
-    heads = {k: {kk: vv for kk, vv in h.items() if kk != "labels"} for k, h in FAKE_INFO.heads.items()}
-    info = dataclasses.replace(FAKE_INFO, heads=heads)
-
-    class Bare(FakeRuntime):
-        def model_info(self):
-            return info
-
-    with use_pipeline(Pipeline(reader=FakeReader(), runtimes=lambda s, deadline=None: Bare())):
-        v = _valid(fetch_views(*ESB, settings=Settings(cache_enabled=False)))
+    v = _views_with_heads({k: {kk: vv for kk, vv in h.items() if kk != "labels"} for k, h in FAKE_INFO.heads.items()})
     assert v["terramind_lulc"]["class_labels"] == list(FAKE_INFO.heads["lulc"]["classes"])
 
 
