@@ -92,6 +92,20 @@ def _settings(settings: Settings | None) -> Settings:
 # ----------------------------------------------------------------------------------------
 # The views of one result
 # ----------------------------------------------------------------------------------------
+def _context(r: Result) -> dict[str, Any]:
+    """What every success document carries: the scene, the modalities, the window and the call."""
+    prov = r.provenance
+    return {
+        "ok": True,
+        "s2_scene_id": prov.first("S2L2A", "item_ids"),
+        "modalities_used": list(prov.modalities_used),
+        "modalities_missing": list(prov.modalities_missing),
+        "bounds_4326": [float(v) for v in r.grid.bounds_4326],
+        "elapsed_s": round(float(r.timings.get("total", 0.0)), 4),  # as to_dict() rounds timings
+        "cached": bool(r.cached),
+    }
+
+
 def _common(r: Result, head: str) -> dict[str, Any]:
     """What both model documents carry: which head of which checkpoint ran, on what, when.
 
@@ -102,23 +116,17 @@ def _common(r: Result, head: str) -> dict[str, Any]:
                               "there is nothing to report; widen radius_m or try another date")
     ck, prov = r.provenance.checkpoint, r.provenance
     return {
-        "ok": True,
+        **_context(r),
         "adapter": f"{head} head of {ck.get('name', ck.get('id'))} {ck.get('version', '?')} ({ck.get('id')})",
         "repo": ck.get("id"),
         "revision": ck.get("revision"),
         "checkpoint_kind": ck.get("kind"),
         "compute": f"local · {prov.backend} {prov.device} {prov.precision}",
         "model": prov.model_label,
-        "s2_scene_id": prov.first("S2L2A", "item_ids"),
         "s2_acquired_iso": prov.s2_acquired,
-        "modalities_used": list(prov.modalities_used),
-        "modalities_missing": list(prov.modalities_missing),
-        "bounds_4326": [float(v) for v in r.grid.bounds_4326],
         "shape": [int(r.grid.height), int(r.grid.width)],
         "n_pixels": int(r.summary.n_pixels),
         "nodata_pct": r.percentages["nodata"],
-        "elapsed_s": round(float(r.timings.get("total", 0.0)), 4),
-        "cached": bool(r.cached),
     }
 
 
@@ -169,16 +177,15 @@ def _buildings(r: Result, polygons: bool) -> dict[str, Any]:
 def _chip(r: Result) -> dict[str, Any]:
     prov = r.provenance
     s2, s1 = prov.imagery.get("S2L2A", {}), prov.imagery.get("S1RTC", {})
-    s2_id = prov.first("S2L2A", "item_ids")
+    ctx = _context(r)
+    s2_id = ctx["s2_scene_id"]
     return {
-        "ok": True,
+        **ctx,
         "lat": r.lat,
         "lon": r.lon,
         "crs": r.grid.crs,
         "chip_px": int(r.grid.width),
         "pixel_m": float(r.grid.resolution),
-        "bounds_4326": [float(v) for v in r.grid.bounds_4326],
-        "s2_scene_id": s2_id,
         # Riprap's own chip keys; cloud_cover is the chip-level cloud share (SCL) in percent, not the
         # scene-wide eo:cloud_cover
         "s2_meta": {"scene_id": s2_id, "datetime": prov.s2_acquired or None, "cloud_cover": r.percentages["s2_cloud"],
@@ -187,12 +194,8 @@ def _chip(r: Result) -> dict[str, Any]:
                      "age_days": s1.get("age_days")} if s1 else {}),
         "has_s1": "S1RTC" in prov.modalities_used,
         "has_dem": "DEM" in prov.modalities_used,
-        "modalities_used": list(prov.modalities_used),
-        "modalities_missing": list(prov.modalities_missing),
         "catalog": prov.catalog,
         "warnings": list(r.warnings),
-        "elapsed_s": round(float(r.timings.get("total", 0.0)), 4),
-        "cached": bool(r.cached),
     }
 
 
