@@ -26,6 +26,7 @@ from .errors import (
     InternalError,
     InvalidInputError,
     InvalidLocationError,
+    MapCoverageError,
     MissingModalityWarning,
     NoSceneError,
     OutsideDomainError,
@@ -46,6 +47,8 @@ _LAZY = {
     "fetch_many": "terramind_nyc.api",
     "fetch_riprap": "terramind_nyc.api",
     "Result": "terramind_nyc.result",
+    "map_area": "terramind_nyc.maps",
+    "CityMap": "terramind_nyc.maps",
 }
 
 __all__ = [
@@ -53,6 +56,8 @@ __all__ = [
     "fetch",
     "fetch_many",
     "fetch_riprap",
+    "map_area",
+    "CityMap",
     "Result",
     "Settings",
     "TerramindNYCError",
@@ -69,6 +74,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "BackendError",
     "InternalError",
+    "MapCoverageError",
     "TerramindNYCWarning",
     "MissingModalityWarning",
     "StaleSceneWarning",
@@ -78,6 +84,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import Result, fetch, fetch_many, fetch_riprap  # noqa: F401
+    from .maps import CityMap, map_area  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,8 @@ re-exported here. Thin: each call validates its arguments and runs the stages of
 
 from __future__ import annotations
 
+import os
+
 import logging
 import numbers
 import sys
@@ -45,6 +47,7 @@ def fetch(
     size_m: float | None = None,
     radius_m: float | None = None,
     settings: Settings | None = None,
+    map: str | os.PathLike[str] | None = None,  # noqa: A002 - the name users know from the CLI
 ) -> Result:
     """Building density and land-cover fractions around one NYC point.
 
@@ -56,11 +59,18 @@ def fetch(
             larger windows are covered by more tiles in the same batched pass).
         radius_m: summarise only a circle of this radius around the point (default: the window).
         settings: a :class:`Settings`; default ``Settings.from_env()``.
+        map: a city map folder (:func:`~terramind_nyc.maps.map_area`): answer from it in
+            milliseconds where it can, else fetch live (outside it, no valid data, or a scene
+            older than ``settings.map_max_age_days``).
 
     Raises the library's errors: InvalidLocationError (OutsideDomainError for a valid point
     outside NYC), InvalidInputError, NoSceneError, CatalogError, ChipError,
     DeadlineExceededError, CheckpointError, BackendError.
     """
+    if map is not None:
+        from .maps.citymap import fetch_or_map
+
+        return fetch_or_map(lat, lon, map=map, when=when, size_m=size_m, radius_m=radius_m, settings=settings)
     return current_pipeline().fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=settings)
 
 

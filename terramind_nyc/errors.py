@@ -21,6 +21,7 @@ __all__ = [
     "InternalError",
     "InvalidInputError",
     "InvalidLocationError",
+    "MapCoverageError",
     "MissingModalityWarning",
     "NoSceneError",
     "OutsideDomainError",
@@ -118,6 +119,12 @@ class ChipNodataError(ChipError, ValueError):
 
 class DeadlineExceededError(TerramindNYCError, TimeoutError):
     """The overall deadline of a request passed before it completed."""
+
+
+class MapCoverageError(TerramindNYCError, LookupError):
+    """A city map has no answer for a point: outside the map, a window not computed (or failed),
+    no valid pixel in the summary area, no date window that fits, or a scene older than
+    ``map_max_age_days``. ``fetch(..., map=...)`` then fetches live."""
 
 
 class CheckpointError(TerramindNYCError, ValueError):

@@ -209,19 +209,27 @@ class Pipeline:
             _warn_missing(chip)
         return chip
 
-    def run_model(self, chip: Chip, runtime: ModelRuntime) -> ModelPass:
-        """One pass of ``runtime`` over the modalities of ``chip`` it takes."""
+    def run_model(self, chip: Chip, runtime: ModelRuntime, *, part: Any = None, rgb: bool = True) -> ModelPass:
+        """One pass of ``runtime`` over the modalities of ``chip`` it takes.
+
+        ``part``: a :class:`~terramind_nyc.model.tiling.PartPlan` when ``chip`` is the read block
+        of one part of a larger window (city maps); the probabilities then cover the part.
+        ``rgb=False`` skips the true-colour image.
+        """
         info = runtime.model_info()
         arrays = {m: a for m, a in chip.arrays.items() if m in info.modalities}
         masks = {m: chip.masks[m] for m in arrays if m in chip.masks}
-        probs = runtime.predict(arrays, masks).probabilities
+        if part is None:
+            probs = runtime.predict(arrays, masks).probabilities
+        else:
+            probs = runtime.predict(arrays, masks, part=part).probabilities  # type: ignore[call-arg]
         for head, p in probs.items():
             if not np.isfinite(p).all():
                 raise BackendError(
                     f"the model {info.checkpoint.get('id')!r} ({info.backend}) produced non-finite {head!r} "
                     "probabilities: its weights or inputs are broken (NaN/inf); re-download or re-export the "
                     "checkpoint, or try backend='torch' / precision='fp32'")
-        return ModelPass(chip=chip, probabilities=probs, info=info, rgb=chip.rgb())
+        return ModelPass(chip=chip, probabilities=probs, info=info, rgb=chip.rgb() if rgb else None)
 
     def result(self, request: Request, run: ModelPass, timings: dict[str, float], t_start: float) -> Result:
         """Summarise ``run`` over ``request``'s grid (a crop of the pass's chip) into a Result."""

@@ -32,6 +32,7 @@ from typing import Any
 
 from .deadline import Deadline
 from .errors import ChipNodataError, MissingModalityWarning, OutsideDomainError, TerramindNYCError, shown
+from .maps.citymap import fetch_or_map
 from .pipeline import current_pipeline
 from .result import Result, model_label
 from .settings import Settings
@@ -232,14 +233,15 @@ def _fetch(lat: Any, lon: Any, kwargs: Mapping[str, Any]) -> Result:
     kw["settings"] = _settings(kw.get("settings"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingModalityWarning)  # reported in the views instead
-        return current_pipeline().fetch(lat, lon, **kw)
+        return fetch_or_map(lat, lon, **kw)  # with map=PATH: from the city map where it can answer
 
 
 def fetch_views(lat: float, lon: float, *, polygons: bool = True, **kwargs: Any) -> dict[str, dict[str, Any]]:
     """One :func:`~terramind_nyc.fetch` (one model pass) as Riprap's three documents; never raises.
 
     Returns ``{"eo_chip": ..., "terramind_lulc": ..., "terramind_buildings": ...}`` (:data:`VIEWS`).
-    ``kwargs`` are :func:`~terramind_nyc.fetch`'s (``when``, ``size_m``, ``radius_m``, ``settings``);
+    ``kwargs`` are :func:`~terramind_nyc.fetch`'s (``when``, ``size_m``, ``radius_m``, ``settings``,
+    ``map``: a city map folder answers where it can, else a live fetch);
     without ``settings`` the ``riprap`` profile applies (a 60 s deadline over the whole call, a first
     model load included). On failure every view is the same failure dict.
     """

@@ -144,6 +144,8 @@ class Settings:
     http_backoff_s: float = _f(0.5, "First retry backoff in seconds (doubles, capped at 8 s).", scopes=("catalog",))
     deadline_s: float = _f(120.0, "Overall deadline of one chip request, seconds.", scopes=())
     io_threads: int = _f(8, "Parallel asset reads per chip.", scopes=())
+    map_max_age_days: float = _f(120.0, "fetch(map=...) answers from the map only when its scene is at most this "
+                                 "many days older than the window end; else it fetches live.", scopes=())
     # --- caches ------------------------------------------------------------------------
     cache_enabled: bool = _f(True, "Enable in-memory caches (STAC searches, chips, results).", scopes=("catalog",))
     stac_cache_ttl_s: float = _f(900.0, "Time-to-live of cached STAC searches, seconds.", scopes=("catalog", "caches"))
@@ -240,7 +242,7 @@ LIMITS: Mapping[str, tuple[float, float]] = {
     "min_valid_fraction": (0, 1), "scene_candidates": (1, 1000), "stale_after_days": (1, 36_500),
     "s1_window_days": (0, 36_500), "size_m": (0, 20_000), "resolution_m": (1, 1000), "threads": (1, 1024),
     "tile_overlap_px": (0, 1024), "tile_batch": (1, 4096), "http_timeout_s": (0, 86_400), "http_retries": (0, 100),
-    "http_backoff_s": (0, 3600), "deadline_s": (0, 86_400), "io_threads": (1, 1024),
+    "http_backoff_s": (0, 3600), "deadline_s": (0, 86_400), "io_threads": (1, 1024), "map_max_age_days": (0, 36_500),
     "stac_cache_ttl_s": (0, 31_536_000), "chip_cache_bytes": (1, 1 << 50), "result_cache_ttl_s": (0, 31_536_000),
     "result_cache_size": (1, 10_000_000),
 }

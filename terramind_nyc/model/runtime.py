@@ -46,7 +46,7 @@ from ..jsonsafe import json_safe
 from .config import ModelConfig
 from .inputs import standardise, validate_inputs
 from .precision import PrecisionChoice
-from .tiling import TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax, tile_geometry
+from .tiling import PartPlan, TileBlender, TilePlan, cut_tiles, pad_to_canvas, plan_tiles, softmax, tile_geometry
 
 __all__ = ["ModelInfo", "Prediction", "Runtime"]
 
@@ -184,7 +184,8 @@ class Runtime:
         """The tile plan for a window of ``height`` x ``width`` px."""
         return plan_tiles(height, width, **tile_geometry(self.config.tile_size, self.tile_overlap))
 
-    def predict(self, arrays: Mapping[str, Any], masks: Mapping[str, Any] | None = None) -> Prediction:
+    def predict(self, arrays: Mapping[str, Any], masks: Mapping[str, Any] | None = None, *,
+                part: PartPlan | None = None) -> Prediction:
         """Probabilities per head for raw modality arrays on one grid.
 
         Args:
@@ -193,25 +194,35 @@ class Runtime:
                 checkpoint's modalities; any window of at least 1x1 px.
             masks: modality -> bool ``(H, W)``, True where the pixel holds data (optional;
                 non-finite values are nodata either way).
+            part: one part of a larger window (:func:`~terramind_nyc.model.tiling.part_plan`):
+                ``arrays`` then hold the part's ``read`` block and the probabilities cover the
+                part only, equal to those of the tiled pass over the whole window.
 
         Raises InvalidInputError for wrong modalities, band counts, dtypes or shapes.
         """
         t0 = time.perf_counter()
         arrays_, valid, _ = validate_inputs(self.config, arrays, masks)
         x = standardise(self.config, arrays_, valid)
-        probs = self.predict_standardised(x)
-        return Prediction(probs, tuple(x), self.plan(*next(iter(x.values())).shape[-2:]).n_tiles,
-                          time.perf_counter() - t0)
+        probs = self.predict_standardised(x, part=part)
+        n = part.plan.n_tiles if part is not None else self.plan(*next(iter(x.values())).shape[-2:]).n_tiles
+        return Prediction(probs, tuple(x), n, time.perf_counter() - t0)
 
-    def predict_standardised(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Softmax probabilities per head for already standardised float32 inputs (one window)."""
-        return {h: softmax(v, axis=0) for h, v in self.tiled_logits(inputs).items()}
+    def predict_standardised(self, inputs: Mapping[str, np.ndarray], *,
+                             part: PartPlan | None = None) -> dict[str, np.ndarray]:
+        """Softmax probabilities per head for already standardised float32 inputs (one window, or one part)."""
+        return {h: softmax(v, axis=0) for h, v in self.tiled_logits(inputs, part=part).items()}
 
-    def tiled_logits(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Blended logits per head ``(classes, H, W)`` for standardised float32 inputs (one window)."""
-        first = next(iter(inputs.values()))
-        plan = self.plan(int(first.shape[-2]), int(first.shape[-1]))
-        canvases = {m: pad_to_canvas(np.asarray(a, np.float32), plan) for m, a in inputs.items()}
+    def tiled_logits(self, inputs: Mapping[str, np.ndarray], *,
+                     part: PartPlan | None = None) -> dict[str, np.ndarray]:
+        """Blended logits per head ``(classes, H, W)`` for standardised float32 inputs: the whole
+        window, or with ``part`` the part of a larger window whose ``read`` block ``inputs`` hold."""
+        if part is None:
+            first = next(iter(inputs.values()))
+            plan = self.plan(int(first.shape[-2]), int(first.shape[-1]))
+            canvases = {m: pad_to_canvas(np.asarray(a, np.float32), plan) for m, a in inputs.items()}
+        else:
+            plan = part.plan
+            canvases = {m: part.canvas(np.asarray(a, np.float32)) for m, a in inputs.items()}
         blenders = {h.name: TileBlender(plan, len(h.classes)) for h in self.config.heads}
         for start in range(0, plan.n_tiles, self.tile_batch):
             stop = min(start + self.tile_batch, plan.n_tiles)

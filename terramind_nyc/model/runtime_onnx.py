@@ -27,6 +27,7 @@ from ..settings import Settings
 from .locate import OnnxFiles, locate_onnx
 from .precision import PrecisionChoice, resolve_precision
 from .runtime import ModelInfo, Runtime
+from .tiling import PartPlan
 
 __all__ = [
     "ORT_HINT",
@@ -200,10 +201,10 @@ class OnnxGraphRuntime(Runtime):
         """As :meth:`Runtime.model_info`, plus ``onnx_subsets`` (the exported modality subsets) and ``threads``."""
         return dataclasses.replace(super().model_info(), onnx_subsets=tuple(self.files.graphs), threads=self.threads)
 
-    def tiled_logits(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def tiled_logits(self, inputs: Mapping[str, np.ndarray], *, part: PartPlan | None = None) -> dict[str, np.ndarray]:
         # fail before any tiling work when the export lacks this modality subset
         self.graph(tuple(m for m in self.config.modality_names if m in inputs))
-        return super().tiled_logits(inputs)
+        return super().tiled_logits(inputs, part=part)
 
 
 class OnnxRuntime(OnnxGraphRuntime):

@@ -37,8 +37,8 @@ import numpy as np
 
 from ..errors import InvalidInputError
 
-__all__ = ["TileBlender", "TilePlan", "cut_tiles", "pad_to_canvas", "plan_tiles", "softmax", "tile_count",
-           "tile_geometry"]
+__all__ = ["PartPlan", "TileBlender", "TilePlan", "cut_tiles", "pad_to_canvas", "part_plan", "plan_tiles", "softmax",
+           "tile_count", "tile_geometry"]
 
 
 def _ramp(tile: int, stride: int, delta: int) -> np.ndarray:
@@ -169,6 +169,74 @@ def pad_to_canvas(array: np.ndarray, plan: TilePlan) -> np.ndarray:
     t, b, left, r = plan.pad
     a = _pad(a, [*lead, (t - dy, b - dy), (left - dx, r - dx)])
     return _pad(a, [*lead, (dy, dy), (dx, dx)])
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """The tiles one part of a large window needs so that the part's pixels come out exactly as
+    in the tiled pass over the whole window (city maps compute a window in parts on several
+    workers; see :func:`part_plan`).
+
+    ``plan`` is a :class:`TilePlan` of its own: its ``height`` x ``width`` is the part, its canvas
+    the box its tiles cover on the whole window's canvas, its origins those tiles' origins in that
+    box (in the whole plan's order, so the blended sums are the same float operations), and
+    ``pad`` the context around the part inside the box. :func:`cut_tiles` and
+    :class:`TileBlender` take it as they take any plan.
+    """
+
+    plan: TilePlan
+    """The part's own plan (see above)."""
+    tiles: tuple[int, ...]
+    """Indices of its tiles in the whole plan."""
+    part: tuple[int, int, int, int]
+    """``(row0, row1, col0, col1)`` of the part in the whole window."""
+    read: tuple[int, int, int, int]
+    """``(row0, row1, col0, col1)`` of the whole window's pixels the part's tiles see: read these."""
+    rows: np.ndarray
+    """For each canvas row of ``plan``, the row of the read block it holds (reflected at the window's edges)."""
+    cols: np.ndarray
+    """For each canvas column of ``plan``, the column of the read block it holds."""
+
+    def canvas(self, array: np.ndarray) -> np.ndarray:
+        """The part's canvas from ``array`` (``(..., rows, cols)`` of the :attr:`read` block)."""
+        a = np.asarray(array)
+        r0, r1, c0, c1 = self.read
+        if a.shape[-2:] != (r1 - r0, c1 - c0):
+            raise InvalidInputError(f"array of {a.shape[-2:]} px does not match the part's read block "
+                                    f"{r1 - r0}x{c1 - c0}")
+        return np.ascontiguousarray(a[..., self.rows[:, None], self.cols[None, :]])
+
+
+def _canvas_index(size: int, pad: tuple[int, int], delta: int) -> np.ndarray:
+    """The window index of every canvas position along one axis (:func:`pad_to_canvas`'s two reflect steps)."""
+    idx = _pad(np.arange(size), [(pad[0] - delta, pad[1] - delta)])
+    return _pad(idx, [(delta, delta)])
+
+
+def part_plan(plan: TilePlan, part: tuple[int, int, int, int]) -> PartPlan:
+    """The tiles of ``plan`` whose kept output reaches ``part`` (``row0, row1, col0, col1`` of the
+    window), and the box of the window they read (see :class:`PartPlan`)."""
+    r0, r1, c0, c1 = (int(v) for v in part)
+    if not (0 <= r0 < r1 <= plan.height and 0 <= c0 < c1 <= plan.width):
+        raise InvalidInputError(f"part {part} is not inside the {plan.height}x{plan.width} window")
+    t, _, left, _ = plan.pad
+    dy, dx = plan.delta
+    n = plan.tile
+    # the part on the canvas, and the tiles whose kept output (tile less delta) overlaps it
+    y0, y1, x0, x1 = r0 + t, r1 + t, c0 + left, c1 + left
+    tiles = tuple(i for i, (row, col) in enumerate(plan.origins)
+                  if row + dy < y1 and row + n - dy > y0 and col + dx < x1 and col + n - dx > x0)
+    by0 = min(plan.origins[i][0] for i in tiles)
+    by1 = max(plan.origins[i][0] for i in tiles) + n
+    bx0 = min(plan.origins[i][1] for i in tiles)
+    bx1 = max(plan.origins[i][1] for i in tiles) + n
+    rows = _canvas_index(plan.height, (plan.pad[0], plan.pad[1]), dy)[by0:by1]
+    cols = _canvas_index(plan.width, (plan.pad[2], plan.pad[3]), dx)[bx0:bx1]
+    read = (int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+    sub = TilePlan(r1 - r0, c1 - c0, n, plan.stride, plan.delta,
+                   (y0 - by0, by1 - y1, x0 - bx0, bx1 - x1),
+                   tuple((plan.origins[i][0] - by0, plan.origins[i][1] - bx0) for i in tiles), plan.weights)
+    return PartPlan(sub, tiles, (r0, r1, c0, c1), read, rows - read[0], cols - read[2])
 
 
 def cut_tiles(canvas: np.ndarray, plan: TilePlan, start: int = 0, stop: int | None = None) -> np.ndarray:
