@@ -85,7 +85,7 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
              executor: Executor | None = None, resume: bool = True, overwrite: bool = False,
              formats: Sequence[str] = ("zarr",), window_px: int = DEFAULT_WINDOW_PX,
              chunk_px: int = DEFAULT_CHUNK_PX, prob_dtype: str = "uint8", progress: bool = True,
-             render: bool = True) -> MapRun:
+             render: bool = True, signer: Any = None) -> MapRun:
     """Map ``aoi`` for each date window of ``when`` into the folder ``out``.
 
     Args:
@@ -105,6 +105,9 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
         prob_dtype: ``uint8`` (default), ``float16`` or ``float32`` probabilities.
         progress: a tqdm bar on stderr.
         render: write ``quicklook.png`` and ``map.html`` of the newest date.
+        signer: a callable ``href -> href`` that signs asset URLs (default ``settings.signer``);
+            called inside each task, so tokens are fresh when a window reads. It travels to
+            the workers of a process pool or Dask cluster: make it picklable.
 
     Raises InvalidInputError (bad area, dates, folder or options), OutsideDomainError, and the
     catalog's errors for the area searches; a failing window is recorded, not raised.
@@ -161,7 +164,7 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
         scale = max(1.0, (r1 - r0) * (c1 - c0) / float(224 * 224))
         tasks.append(WindowTask(str(store.path), t, (i, j), windows_t[t][0], windows_t[t][1],
                                 areas[t].for_bbox(read_grid.bounds_4326), s, area,
-                                min(s.deadline_s * math.sqrt(scale) * 2, 3600.0)))
+                                min(s.deadline_s * math.sqrt(scale) * 2, 3600.0), signer))
     done, failed, sums = _run(store, tasks, executor, progress=progress, skipped=skipped)
     files: list[Path] = []
     if done or skipped:

@@ -144,7 +144,7 @@ def write_html(
         if not isinstance(entry, (tuple, list)) or len(entry) != 2 or not isinstance(entry[0], str):
             raise InvalidInputError(f"legend[{i}] must be a (label, '#rrggbb') pair, got {shown(entry)}")
         _rgb(entry[1], f"the colour of legend entry {entry[0]!r}")
-        entries.append(_LEGEND_ITEM.format(entry[1], entry[0]))
+        entries.append(_LEGEND_ITEM.format(entry[1], html.escape(entry[0])))
     rows, cols, data = _cells(cells)
     ((height, width, _),) = shapes
     payload = {"bounds": list(bounds), "width": width, "height": height, "rows": rows, "cols": cols, "data": data}

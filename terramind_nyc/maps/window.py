@@ -64,6 +64,8 @@ class WindowTask:
     """The area; pixels outside it are not valid."""
     deadline_s: float
     """Seconds the window's reads may take."""
+    signer: Any = None
+    """Asset URL signer (a callable ``href -> href``; None: ``settings.signer``), called inside the task."""
 
 
 def sub_grid(grid: ChipGrid, rows: tuple[int, int], cols: tuple[int, int]) -> ChipGrid:
@@ -107,7 +109,7 @@ def _compute(task: WindowTask, t0: float) -> dict[str, Any]:
     read_grid = sub_grid(lay.grid, (r0, r1), (c0, c1))
     t = time.perf_counter()
     chip = read_chip(read_grid, when=(task.start, task.end), settings=s, deadline=Deadline(task.deadline_s),
-                     catalog=task.items.catalog(s))
+                     catalog=task.items.catalog(s, signer=task.signer))
     t_read = time.perf_counter() - t
     with _MODEL_LOCK:
         t = time.perf_counter()
