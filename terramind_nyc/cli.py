@@ -18,6 +18,7 @@ import click
 
 from ._version import __version__
 from .errors import TerramindNYCError
+from .maps.cli import map_command
 from .settings import Settings
 
 #: The name of the stderr handler the CLI puts on the root logger (replaced, never stacked).
@@ -89,11 +90,8 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _emit(data: dict[str, Any], as_json: bool, lines: list[str]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-    else:
-        for line in lines:
-            click.echo(line)
+    for line in [json.dumps(data, indent=2, default=str)] if as_json else lines:
+        click.echo(line)
 
 
 def _result_lines(r: Any) -> list[str]:
@@ -184,15 +182,16 @@ def info(ctx: click.Context, as_json: bool) -> None:
 @click.option("--quicklook", type=click.Path(dir_okay=False), default=None, help="Write a PNG quicklook.")
 @click.option("--riprap", is_flag=True, help="Print the Riprap client's one dict instead of the full result.")
 @click.option("--views", is_flag=True, help="Print Riprap's three documents (terramind_nyc.riprap) as JSON.")
+@click.option("--map", "map_dir", default=None, help="Answer from this city map folder where it can, else live.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def fetch(ctx: click.Context, lat: float, lon: float, when: str | None, size_m: float | None,
           radius_m: float | None, geotiff: str | None, geojson: str | None, quicklook: str | None,
-          riprap: bool, views: bool, as_json: bool) -> None:
+          riprap: bool, views: bool, map_dir: str | None, as_json: bool) -> None:
     """Building density and land-cover fractions around LAT LON."""
     from .api import fetch as _fetch
 
-    r = _fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx))
+    r = _fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=_settings(ctx), map=map_dir)
     if geotiff:
         r.to_geotiff(geotiff)
     if geojson:
@@ -387,6 +386,9 @@ def sniff_command(ctx: click.Context, ck: str | None, stats: str | None, s1: str
         click.echo(json.dumps(rep.to_dict(), allow_nan=False))
     if rep.exit_code:
         raise SystemExit(rep.exit_code)
+
+
+cli.add_command(map_command)  # terramind-nyc map (terramind_nyc.maps.cli)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -60,7 +60,8 @@ def _model_info(d: Mapping[str, Any]) -> Any:
     from ..model.runtime import ModelInfo
 
     names = {f.name for f in fields(ModelInfo)}
-    return ModelInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+    return ModelInfo(**kw)
 
 
 class CityMap:

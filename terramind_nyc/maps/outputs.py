@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,12 @@ def write_outputs(store: MapStore, *, formats: tuple[str, ...], render: bool, pr
     return files
 
 
+def _updater(bar: Any) -> Callable[[int], None]:
+    def update(n: int) -> None:
+        bar.update(n - bar.n)
+    return update
+
+
 def _write_cogs(store: MapStore, g: Any, *, progress: bool) -> list[Path]:
     from tqdm.auto import tqdm
 
@@ -137,7 +144,7 @@ def _write_cogs(store: MapStore, g: Any, *, progress: bool) -> list[Path]:
                 out.append(write_cog(store.path / name, shape=(h, w), transform=lay.grid.transform, crs=lay.grid.crs,
                                      read_block=read, count=count, dtype=dtype, nodata=nodata, band_names=bands,
                                      block=512, resampling=resampling, colormap=colormap,
-                                     progress=lambda n, bar=bar: bar.update(n - bar.n)))
+                                     progress=_updater(bar)))
             finally:
                 bar.close()
     return out

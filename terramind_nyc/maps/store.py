@@ -256,7 +256,7 @@ class MapStore:
         import zarr
 
         r0, r1, c0, c1 = core
-        g = zarr.open_group(self.path / ZARR, mode="r+")
+        g: Any = zarr.open_group(self.path / ZARR, mode="r+")
         for head, p in probs.items():
             g[f"prob_{head}"][t, :, r0:r1, c0:c1] = quantise(p, self.layout.prob_dtype)
         g["lulc"][t, r0:r1, c0:c1] = lulc
