@@ -27,19 +27,23 @@ Figures (``--json``: one JSON object on the last line of stdout):
 - windows_per_s: done windows / wall seconds of the in-process run; model_share:
   ``timings["model"]`` / ``seconds`` of that run (target >= 0.8; with the tiny network the model
   is a small part of a window, so this figure means something with ``--map-encoder base``).
+  dask_model_share is the same quotient for the Dask run (summed over its two workers, so it can
+  pass 1).
 - city_estimate_s: a whole-NYC pass: 625 tiles (224 px at stride 192 over the 4800 x 4800 px
   of the 48 x 48 km domain) x (seconds per tile + non-model seconds per tile). Seconds per tile:
-  every CPU path ``bench_backends.py`` plans (torch fp32/bf16, ONNX Runtime, OpenVINO fp32/bf16,
-  those this machine has), each in a fresh process on one 224 px chip (= one tile) of a
-  random-weight ``--encoder`` network (``bench_backends``' artifact and worker), fastest path's
-  median. ``--encoder tiny`` (default, quick) or ``base`` (the real estimate: builds the base
+  the CPU paths ``bench_backends.py`` plans on this machine (``--tile-paths fast``, the default:
+  ONNX Runtime fp32, OpenVINO fp32 / bf16, which beat torch there; ``all`` adds torch fp32 /
+  bf16), each in a fresh process on one 224 px chip (= one tile) of a random-weight
+  ``--encoder`` network (``bench_backends``' artifact and worker, ``--tile-threads`` threads),
+  the fastest path's median. ``--encoder tiny`` (default, quick) or ``base`` (the real estimate: builds the base
   artifact and its ONNX export once, a few minutes; reused from ``--workdir``). Non-model seconds
   per tile: (read + write summed task seconds) / tiles computed, from the in-process run; they
   are summed task seconds, and reads overlap the other window's model pass, so this is an upper
   bound. Goal < 300 s.
 - the area (px, windows, tiles of the whole-area plan, tiles computed by the windows) and the
   settings (window_px, chunk_px, prob_dtype, backend, precision, threads) the maps ran with,
-  and the CPU (model name, core count, its bf16 flags ``amx_bf16`` / ``avx512_bf16``).
+  and the CPU (model name, core count, its bf16 flags ``amx_bf16`` / ``avx512_bf16``), with the
+  1-minute load average at the start and the end (other work on the same cores moves every figure).
 
 Maps are written with ``formats=("zarr",)`` and ``render=False`` (no quicklook), progress off.
 """
@@ -48,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -82,8 +85,19 @@ def _cpu() -> dict[str, Any]:
             "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags}
 
 
+_T0 = time.perf_counter()
+
+
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(f"[{time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
+def _load() -> float | None:
+    """The 1-minute load average (other processes on these cores change every figure)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 # ----------------------------------------------------------------------------------------
@@ -118,7 +132,7 @@ def _world(workdir: Path, area_m: float, encoder: str, threads: int | None) -> t
 
 def _warm_worker(s: Any) -> dict[str, Any]:
     """Run on every Dask worker: load the model (the process's runtime) and the map modules."""
-    import terramind_nyc.imagery.reader  # noqa: F401 - imported once here, not in the first timed window
+    import terramind_nyc.imagery.reader
     import terramind_nyc.maps.window  # noqa: F401
     from terramind_nyc.pipeline import current_pipeline
 
@@ -181,12 +195,17 @@ def _points(path: Path, grid: Any, s: Any, n: int, seed: int = 0) -> dict[str, A
             "points_ms_mean": float(ms.mean()), "points_ms_max": float(ms.max())}
 
 
-def _per_tile(workdir: Path, encoder: str, threads: int, repeats: int) -> dict[str, Any]:
-    """Seconds per 224 px tile on every CPU path bench_backends plans; the fastest wins."""
+def _per_tile(workdir: Path, encoder: str, threads: int, repeats: int, which: str) -> dict[str, Any]:
+    """Seconds per 224 px tile on the CPU paths bench_backends plans (``which``); the fastest wins."""
     from bench_backends import _artifact, _plan_paths, _worker
 
     artifact = _artifact(workdir, encoder)
     plan, skipped = _plan_paths()
+    if which == "fast" and any(b != "torch" for b, _ in plan):
+        # bench_backends: ONNX Runtime and OpenVINO beat torch at either precision on every CPU measured
+        skipped += [{"backend": b, "precision": p, "reason": "not measured (--tile-paths fast; torch was slower "
+                     "than ONNX Runtime / OpenVINO in bench_backends.py)"} for b, p in plan if b == "torch"]
+        plan = [(b, p) for b, p in plan if b != "torch"]
     paths = []
     for backend, precision in plan:
         _say(f"seconds per tile: {encoder} {backend} {precision} ...")
@@ -217,6 +236,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="Settings.threads of the map runs (default: the library default)")
     ap.add_argument("--tile-threads", type=int, default=2, help="threads of the seconds-per-tile workers (default 2)")
     ap.add_argument("--tile-repeats", type=int, default=5, help="timed tiles per backend path (default 5)")
+    ap.add_argument("--tile-paths", default="fast", choices=["fast", "all"],
+                    help="backend paths of the seconds-per-tile figure: fast (default: ONNX Runtime and OpenVINO, "
+                         "fp32 and bf16) or all (torch fp32 / bf16 too)")
     ap.add_argument("--rounds", type=int, default=1, help="local + dask map pairs, order alternating (default 1)")
     ap.add_argument("--skip-dask", action="store_true", help="do not start a LocalCluster (dask_vs_local null)")
     ap.add_argument("--workdir", default=None, help="keep / reuse the world and artifacts here (default: a temp dir)")
@@ -233,11 +255,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     runs_dir = Path(tempfile.mkdtemp(prefix="maps-", dir=workdir))  # fresh map folders for this run
 
+    from terramind_nyc.maps.window import sub_grid
     from terramind_nyc.model.backends import get_runtime
     from terramind_nyc.model.tiling import tile_count, tile_geometry
-    from terramind_nyc.maps.window import sub_grid
 
     res: dict[str, Any] = _cpu()
+    res["load_avg_1m_start"] = _load()
     s, area = _world(workdir, args.area_m, args.map_encoder, args.threads)
     geom = tile_geometry(224, s.tile_overlap_px)
     h, w = area.shape
@@ -274,7 +297,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _say("dask engine: warm-up map ...")
             _map(warm_area, runs_dir / "warm-dask", s, ex, args)
 
-        local_runs, dask_runs = [], []
+        local_runs: list[Any] = []
+        dask_runs: list[Any] = []
         for rnd in range(args.rounds):
             order = ["local", "dask"] if rnd % 2 == 0 else ["dask", "local"]
             for eng in order:
@@ -284,6 +308,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run = _map(area, runs_dir / f"{eng}-{rnd}", s, ex if eng == "dask" else None, args)
                 (dask_runs if eng == "dask" else local_runs).append(run)
     finally:
+        import logging
+
+        # a nanny kills a worker that takes over 4 s to exit (model threads) and logs a warning: noise here
+        logging.getLogger("distributed").setLevel(logging.ERROR)
         if client is not None:
             client.close()
         if cluster is not None:
@@ -315,11 +343,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # --- whole-NYC estimate ---------------------------------------------------------------------
     res["encoder"] = args.encoder
-    res.update(_per_tile(workdir, args.encoder, args.tile_threads, args.tile_repeats))
+    res.update(_per_tile(workdir, args.encoder, args.tile_threads, args.tile_repeats, args.tile_paths))
     res["overhead_s_per_tile"] = (local.timings["read"] + local.timings["write"]) / max(1, tiles_done)
     res["city_px"] = CITY_PX
     res["city_tiles"] = tile_count(CITY_PX, CITY_PX, **geom)
     res["city_estimate_s"] = res["city_tiles"] * (res["s_per_tile"] + res["overhead_s_per_tile"])
+    res["load_avg_1m_end"] = _load()
     res["bench_s"] = time.perf_counter() - t_bench
 
     if args.json:
@@ -336,7 +365,8 @@ def _fmt(v: Any, spec: str) -> str:
 
 def _print_table(res: dict[str, Any]) -> None:
     flags = ", ".join(res["cpu_bf16_flags"]) or "none (no bf16 units)"
-    print(f"CPU: {res['cpu_model']}, {res['cpu_cores']} cores; bf16 flags: {flags}")
+    print(f"CPU: {res['cpu_model']}, {res['cpu_cores']} cores; bf16 flags: {flags}; 1-minute load average "
+          f"{_fmt(res['load_avg_1m_start'], '.2f')} at the start, {_fmt(res['load_avg_1m_end'], '.2f')} at the end")
     print(f"area: {res['area_m']:g} m, {res['area_px'][0]} x {res['area_px'][1]} px, {res['windows']} windows, "
           f"{res['area_tiles']} tiles in the whole-area plan, {res['tiles_computed']} computed by the windows")
     print(f"settings: window_px {res['window_px']}, chunk_px {res['chunk_px']}, prob_dtype {res['prob_dtype']}, "
@@ -360,7 +390,7 @@ def _print_table(res: dict[str, Any]) -> None:
     print(f"{'model share (local)':36s} {res['model_share']:12.3f}  >= {MODEL_SHARE_TARGET}  "
           f"(task seconds: read {t['read']:.2f}, model {t['model']:.2f}, write {t['write']:.2f})")
     if res["dask_model_share"] is not None:
-        print(f"{'model share (dask)':36s} {res['dask_model_share']:12.3f}")
+        print(f"{'model task s / wall s (dask)':36s} {res['dask_model_share']:12.3f}  (summed over its 2 workers)")
     for p in res["tile_paths"]:
         print(f"  {res['encoder']} {p['backend']} {p['precision_requested']} (ran {p['precision_ran']}): "
               f"{p['s_per_tile']:.4f} s / tile")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..model.config import ModelConfig
 
-__all__ = ["make_tiny_artifact", "make_tiny_network", "tiny_config"]
+__all__ = ["linear_runtime", "make_tiny_artifact", "make_tiny_network", "tiny_config"]
 
 
 def tiny_config(**changes: Any) -> ModelConfig:
@@ -49,3 +49,29 @@ def make_tiny_artifact(directory: str | os.PathLike[str], *, config: ModelConfig
 
     net = make_tiny_network(config, seed=seed)
     return save_artifact(net, None, directory, overwrite=overwrite)
+
+
+def linear_runtime(seed: int = 0) -> Any:
+    """A real :class:`~terramind_nyc.model.runtime.Runtime` (input checks, standardising, tiling,
+    blending, softmax) on the tiny config whose network is a fixed random per-pixel linear map:
+    milliseconds a tile, no torch. For tests and benchmarks of everything around the model."""
+    import numpy as np
+
+    from ..model.runtime import Runtime
+
+    class LinearRuntime(Runtime):
+        backend = "linear"
+        weights: dict[str, Any] = {}
+
+        def _forward(self, batch: Any) -> Any:
+            x = np.concatenate([batch[m.name] for m in self.config.modalities if m.name in batch], axis=1)
+            return {h: np.einsum("oc,kcij->koij", w[:, :x.shape[1]], x).astype(np.float32)
+                    for h, w in self.weights.items()}
+
+    cfg = tiny_config()
+    rt = LinearRuntime(cfg, {"id": f"linear-{seed}", "revision": None, "name": "linear", "sha256": f"{seed:064d}"})
+    rng = np.random.default_rng(seed)
+    n_bands = sum(len(m.bands) for m in cfg.modalities)
+    rt.weights = {h.name: rng.normal(size=(len(h.classes), n_bands)).astype(np.float32) for h in cfg.heads}
+    return rt
+

@@ -56,37 +56,12 @@ def area_world(cog_server: Any, _cog_root: Path, tmp_path_factory: pytest.TempPa
     return AreaWorld(s, chip_grid(*CENTER, size_m=4480, settings=s), items, cog_server, ckpt)
 
 
-class LinearRuntime:
-    """A real :class:`~terramind_nyc.model.runtime.Runtime` (validation, standardising, tiling,
-    blending, softmax) whose network is a fixed random per-pixel linear map: milliseconds a tile."""
-
-    def __new__(cls) -> Any:
-        import numpy as np
-
-        from terramind_nyc.model.runtime import Runtime
-        from terramind_nyc.testing.model import tiny_config
-
-        class _Linear(Runtime):
-            backend = "linear"
-
-            def _forward(self, batch: Any) -> Any:
-                x = np.concatenate([batch[m.name] for m in self.config.modalities if m.name in batch], axis=1)
-                return {h: np.einsum("oc,kcij->koij", w[:, :x.shape[1]], x).astype(np.float32)
-                        for h, w in self.weights.items()}
-
-        cfg = tiny_config()
-        rt = _Linear(cfg, {"id": "linear-test", "revision": None, "name": "linear", "sha256": "1" * 64})
-        rng = np.random.default_rng(0)
-        n_bands = sum(len(m.bands) for m in cfg.modalities)
-        rt.weights = {h.name: rng.normal(size=(len(h.classes), n_bands)).astype(np.float32) for h in cfg.heads}
-        return rt
-
-
 @pytest.fixture
 def fast(area_world: AreaWorld) -> Any:
     """Run map_area / fetch / CityMap through a LinearRuntime (the real reader and servers)."""
     from terramind_nyc.pipeline import Pipeline, use_pipeline
+    from terramind_nyc.testing.model import linear_runtime
 
-    rt = LinearRuntime()
+    rt = linear_runtime()
     with use_pipeline(Pipeline(runtimes=lambda settings, deadline=None: rt)):
         yield rt

@@ -29,9 +29,9 @@ def maps(area_world: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     the same weights)."""
     from terramind_nyc.pipeline import Pipeline, use_pipeline
 
-    from .conftest import LinearRuntime
+    from terramind_nyc.testing.model import linear_runtime
 
-    rt = LinearRuntime()
+    rt = linear_runtime()
     out = {}
     with use_pipeline(Pipeline(runtimes=lambda settings, deadline=None: rt)):
         for dtype in ("float32", "uint8"):
