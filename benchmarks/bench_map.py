@@ -45,7 +45,9 @@ Figures (``--json``: one JSON object on the last line of stdout):
   and the CPU (model name, core count, its bf16 flags ``amx_bf16`` / ``avx512_bf16``), with the
   1-minute load average at the start and the end (other work on the same cores moves every figure).
 
-Maps are written with ``formats=("zarr",)`` and ``render=False`` (no quicklook), progress off.
+Maps are written with ``formats=("zarr",)`` and ``render=False`` (no quicklook), progress off,
+into a fresh folder under the work folder, removed at the end; ``--workdir`` keeps the generated
+imagery and the artifacts for the next run.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -287,6 +290,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         if dask_skipped is None:
             _say("dask engine: starting a LocalCluster of 2 worker processes ...")
+            import warnings
+
+            # the scheduler's HTTP server (not the dashboard) moves off a busy 8787 and warns: noise here
+            warnings.filterwarnings("ignore", message="Port 8787 is already in use")
             t = time.perf_counter()
             cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
             client = Client(cluster)
@@ -355,6 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(res))
     else:
         _print_table(res)
+    shutil.rmtree(runs_dir, ignore_errors=True)  # this run's maps; the world and artifacts stay in --workdir
     tmp.cleanup()
     return res
 
@@ -371,7 +379,8 @@ def _print_table(res: dict[str, Any]) -> None:
           f"{res['area_tiles']} tiles in the whole-area plan, {res['tiles_computed']} computed by the windows")
     print(f"settings: window_px {res['window_px']}, chunk_px {res['chunk_px']}, prob_dtype {res['prob_dtype']}, "
           f"map network {res['map_encoder']}, backend {res['backend']}, precision {res['precision']}, "
-          f"threads {res['threads']} (setting {res['threads_setting']})")
+          f"threads {_fmt(res['threads'], '') if res['threads'] is not None else 'the backend default'} "
+          f"(Settings.threads {res['threads_setting']})")
     if res["dask_workers"]:
         ws = res["dask_workers"]
         print(f"dask workers: {len(ws)} x (backend {ws[0]['backend']}, precision {ws[0]['precision']}, "

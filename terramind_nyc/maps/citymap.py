@@ -5,11 +5,15 @@
     m.summarise(polygon)                           # fractions and density over a neighbourhood
 
 :meth:`CityMap.at` crops the stored probabilities to the grid ``fetch`` would use for the point
-and summarises them exactly as ``fetch`` does (:meth:`~terramind_nyc.pipeline.Pipeline.result`),
-so the two differ only by the storage of probabilities (uint8: at most 1/510). Where the map
-cannot answer (outside it, a window not done, no valid pixel, no fitting date window, a scene
-older than ``map_max_age_days``) it raises :class:`~terramind_nyc.errors.MapCoverageError`;
-:func:`fetch_or_map` (behind ``fetch(..., map=...)``) then fetches live.
+and summarises them exactly as ``fetch`` does (:meth:`~terramind_nyc.pipeline.Pipeline.result`).
+The probabilities themselves are the map's: one tiled pass over the whole area, with each
+window's own scene. They equal ``fetch``'s on the map's grid (tests/maps checks it) up to their
+storage (uint8: at most 1/510); a point's own ``fetch`` runs its own, smaller pass (other tile
+positions, and its scene chosen on its own chip), so for a network with spatial context the two
+are close, not equal. Where the map cannot answer (outside it, a window not done, no valid pixel,
+no fitting date window) it raises :class:`~terramind_nyc.errors.MapCoverageError`;
+:func:`fetch_or_map` (behind ``fetch(..., map=...)``) then fetches live, as it does when the
+scene is older than ``map_max_age_days`` before the window asked for.
 """
 
 from __future__ import annotations
@@ -154,11 +158,6 @@ class CityMap:
         if not (valid & area).any():
             raise MapCoverageError(f"the map has no valid pixel around ({req.lat}, {req.lon})")
         chip = Chip.from_arrays({"mask_S2L2A": valid}, {**rec["chip"], "grid": req.grid.to_dict()})
-        s2 = chip.provenance.get("S2L2A")
-        acquired = parse_iso(s2.datetimes[0]) if s2 is not None and s2.datetimes else None
-        if acquired is not None and (req.end - acquired).days > s.map_max_age_days:
-            raise MapCoverageError(f"the map's scene ({acquired:%Y-%m-%d}) is more than map_max_age_days="
-                                   f"{s.map_max_age_days:g} days older than {req.end:%Y-%m-%d}")
         run = ModelPass(chip=chip, probabilities=probs, info=self._info, rgb=None)
         timings = {"grid": 0.0, "map": time.perf_counter() - t_start}
         i, j = rec["window"]
@@ -222,6 +221,18 @@ def _cached(path: str | os.PathLike[str]) -> CityMap:
         return m
 
 
+def _check_age(r: Result, when: Any, s: Settings) -> None:
+    """MapCoverageError when the answer's scene is more than ``map_max_age_days`` older than the end of
+    the window asked for (now, without ``when``)."""
+    from datetime import UTC, datetime
+
+    acquired = parse_iso(r.provenance.s2_acquired)
+    end = datetime.now(UTC) if when is None else resolve_when(when, s)[1]
+    if acquired is not None and (end - acquired).total_seconds() > s.map_max_age_days * 86400.0:
+        raise MapCoverageError(f"the map's scene ({acquired:%Y-%m-%d}) is more than map_max_age_days="
+                               f"{s.map_max_age_days:g} days older than {end:%Y-%m-%d}")
+
+
 def fetch_or_map(lat: Any, lon: Any, *, map: str | os.PathLike[str] | None = None, when: Any = None,  # noqa: A002
                  size_m: float | None = None, radius_m: float | None = None,
                  settings: Settings | None = None) -> Result:
@@ -234,7 +245,9 @@ def fetch_or_map(lat: Any, lon: Any, *, map: str | os.PathLike[str] | None = Non
             m = None
         if m is not None:
             try:
-                return m.at(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=settings)
+                r = m.at(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=settings)
+                _check_age(r, when, Settings.resolve(settings))
+                return r
             except MapCoverageError as exc:
                 log.info("the map cannot answer (%s); fetching live", exc)
     return current_pipeline().fetch(lat, lon, when=when, size_m=size_m, radius_m=radius_m, settings=settings)

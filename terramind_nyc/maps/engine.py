@@ -11,6 +11,10 @@ area. Then one task per window and date (:func:`~.window.run_window`) goes to th
   ``distributed.Client(...).get_executor()`` (the model then loads once per worker; lost
   workers' tasks are retried by Dask, and a window's write is idempotent).
 
+Each window chooses its scene by its own SCL, as ``fetch`` does: where neighbouring windows pick
+different acquisitions (a cloudy date), the map is stitched from several scenes and may show a seam
+at the window edge; each window's record names its scenes.
+
 As tasks finish, their records are written (``windows/*.json``) and the progress bar moves. A
 window already ``done`` for this map's fingerprint is skipped; a failed one is retried on the
 next run. See ``docs/maps.md``.
@@ -35,7 +39,7 @@ from ..errors import InvalidInputError
 from ..pipeline import current_pipeline
 from ..settings import Settings
 from .aoi import check_when_list, resolve_aoi
-from .store import FORMAT_VERSION, PROB_DTYPES, MapLayout, MapStore
+from .store import FORMAT_VERSION, MANIFEST, PROB_DTYPES, MapLayout, MapStore
 from .window import WindowTask, run_window, sub_grid
 
 __all__ = ["FORMATS", "MapRun", "map_area"]
@@ -128,7 +132,12 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
     if executor is not None and not isinstance(executor, Executor):
         raise InvalidInputError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
     area = resolve_aoi(aoi, s)
+    out_path = Path(out).resolve()  # workers of a cluster open it too: never relative to their own folder
+    if when is None and (out_path / MANIFEST).exists():
+        # resuming without dates: the map's own date windows (the default window moves with the clock)
+        when = [tuple(t) for t in MapStore.open(out_path).layout.times]
     windows_t = check_when_list(when, s)
+    MapStore.check_out(out_path)  # a file, another folder's contents, read-only: refused before the model loads
     runtime = current_pipeline().runtimes(s, None)
     info = runtime.model_info()
     heads = {k: {"classes": list(v["classes"]), "labels": list(v["labels"]), "colors": list(v["colors"]),
@@ -138,7 +147,7 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
              "chunk_px": chunk_px, "window_px": window_px}
     layout = MapLayout(area.grid, times, heads, prob_dtype, chunk_px, window_px, _fingerprint(ident, s, info),
                        info.to_dict(), area.to_dict())
-    store = MapStore.create(out, layout, overwrite=overwrite)
+    store = MapStore.create(out_path, layout, overwrite=overwrite)
     records = store.records() if resume else {}
 
     rows, cols = layout.shape
@@ -166,6 +175,8 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
                                 areas[t].for_bbox(read_grid.bounds_4326), s, area,
                                 min(s.deadline_s * math.sqrt(scale) * 2, 3600.0), signer))
     done, failed, sums = _run(store, tasks, executor, progress=progress, skipped=skipped)
+    if done:
+        store.consolidate()
     files: list[Path] = []
     if done or skipped:
         from .outputs import write_outputs

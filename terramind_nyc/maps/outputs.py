@@ -130,7 +130,9 @@ def _write_cogs(store: MapStore, g: Any, *, progress: bool) -> list[Path]:
             (f"map_buildings_{date}.tif", g["buildings"], 1, "uint8", NODATA, "nearest", None, ["buildings"]),
         ]
         for head, spec in lay.heads.items():
-            jobs.append((f"map_prob_{head}_{date}.tif", g[f"prob_{head}"], len(spec["classes"]), lay.prob_dtype, None,
+            # GeoTIFF has no float16: such probabilities are written as float32
+            dtype = "float32" if lay.prob_dtype == "float16" else lay.prob_dtype
+            jobs.append((f"map_prob_{head}_{date}.tif", g[f"prob_{head}"], len(spec["classes"]), dtype, None,
                          "average", None, [str(c) for c in spec["classes"]]))
         for name, arr, count, dtype, nodata, resampling, colormap, bands in jobs:
             n_blocks = (-(-h // 512)) * (-(-w // 512))
@@ -138,6 +140,7 @@ def _write_cogs(store: MapStore, g: Any, *, progress: bool) -> list[Path]:
 
             def read(r0: int, r1: int, c0: int, c1: int, arr: Any = arr, count: int = count) -> np.ndarray:
                 a = np.asarray(arr[t, :, r0:r1, c0:c1] if count > 1 or arr.ndim == 4 else arr[t, r0:r1, c0:c1])
+                a = a.astype(np.float32) if a.dtype == np.float16 else a
                 return a.reshape(count, r1 - r0, c1 - c0)
 
             try:

@@ -40,7 +40,7 @@ from ..errors import InvalidInputError
 from ..grid import ChipGrid
 from ..jsonsafe import json_safe
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "PROB_DTYPES", "MapLayout", "MapStore", "quantise"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "PROB_DTYPES", "MapLayout", "MapStore", "quantise"]
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,12 @@ class MapStore:
         still refused). A folder that cannot be written is refused up front.
         """
         p = Path(path)
-        if p.exists() and not p.is_dir():
-            raise InvalidInputError(f"out {str(p)!r} is a file; give a folder for the map")
+        cls.check_out(p)
         if (p / MANIFEST).exists():
             old = cls.open(p)
             if old.layout.fingerprint == layout.fingerprint:
+                for tmp in (p / WINDOWS).glob(".*.tmp*"):  # a record a killed run was writing
+                    tmp.unlink(missing_ok=True)
                 return old
             if not overwrite:
                 raise InvalidInputError(
@@ -166,7 +167,21 @@ class MapStore:
                     f"{old.layout.fingerprint[:12]} != {layout.fingerprint[:12]}); pass overwrite=True (--overwrite) "
                     "to replace it, or another folder")
             old.remove()
-        elif p.is_dir() and any(p.iterdir()):
+        store = cls(p, layout)
+        store._create_arrays()
+        atomic_write_text(p / MANIFEST, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
+                                                     "created": datetime.now(UTC).isoformat(),
+                                                     "layout": layout.to_dict()}, indent=1))
+        return store
+
+    @staticmethod
+    def check_out(path: str | os.PathLike[str]) -> None:
+        """Refuse an ``out`` that cannot hold a map: a file, a folder holding other files and no
+        map, or one that cannot be written (it is created when missing)."""
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise InvalidInputError(f"out {str(p)!r} is a file; give a folder for the map")
+        if p.is_dir() and not (p / MANIFEST).exists() and any(p.iterdir()):
             raise InvalidInputError(f"{str(p)!r} is not empty and holds no map; give an empty or new folder")
         try:
             p.mkdir(parents=True, exist_ok=True)
@@ -176,20 +191,21 @@ class MapStore:
         except OSError as exc:
             raise InvalidInputError(f"cannot write the map to {str(p)!r} ({exc.strerror or exc}); "
                                     "choose a folder you can write") from None
-        store = cls(p, layout)
-        store._create_arrays()
-        atomic_write_text(p / MANIFEST, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION,
-                                                     "created": datetime.now(UTC).isoformat(),
-                                                     "layout": layout.to_dict()}, indent=1))
-        return store
+
+    def consolidate(self) -> None:
+        """Write Zarr's consolidated metadata (one read opens the store: ``xr.open_zarr`` without warnings)."""
+        import zarr
+
+        zarr.consolidate_metadata(self.path / ZARR)
 
     def remove(self) -> None:
         """Delete the map's own files (manifest, store, window records, renders)."""
         for name in (ZARR, WINDOWS):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for f in self.path.glob("*"):
-            if f.is_file() and (f.name == MANIFEST or f.name.startswith(("quicklook", "map"))):
-                f.unlink()
+        for pattern in (MANIFEST, "quicklook.png", "map.html", "map_lulc_*.tif", "map_buildings_*.tif",
+                        "map_prob_*.tif"):
+            for f in self.path.glob(pattern):
+                f.unlink(missing_ok=True)
 
     def _create_arrays(self) -> None:
         import zarr

@@ -82,8 +82,6 @@ def test_the_map_refuses_what_it_cannot_answer(area_world: Any, fast: Any, maps:
         m.at(40.7600, -73.9857, settings=s)  # its window crosses the map's edge
     with pytest.raises(MapCoverageError, match="overlaps"):
         m.at(*CENTER, when=("2023-01-01", "2023-02-01"), settings=s)
-    with pytest.raises(MapCoverageError, match="map_max_age_days"):
-        m.at(*CENTER, settings=s.replace(map_max_age_days=1))
     with pytest.raises(InvalidLocationError):
         m.at("north", -73.98, settings=s)
     with pytest.raises(InvalidInputError, match="no map"):
