@@ -145,7 +145,7 @@ class Settings:
     deadline_s: float = _f(120.0, "Overall deadline of one chip request, seconds.", scopes=())
     io_threads: int = _f(8, "Parallel asset reads per chip.", scopes=())
     map_max_age_days: float = _f(120.0, "fetch(map=...) answers from the map only when its scene is at most this "
-                                 "many days older than the window end; else it fetches live.", scopes=())
+                                 "many days older than the end of `when` (now without it); else live.", scopes=())
     # --- caches ------------------------------------------------------------------------
     cache_enabled: bool = _f(True, "Enable in-memory caches (STAC searches, chips, results).", scopes=("catalog",))
     stac_cache_ttl_s: float = _f(900.0, "Time-to-live of cached STAC searches, seconds.", scopes=("catalog", "caches"))

@@ -275,6 +275,7 @@ FAULTS = [
     ("s1-503-always", "cog", ("fail", 503, "*vv*.tif", {"times": None}), {}, "ok-missing:S1RTC"),
     ("s1-hang", "cog", ("hang", "*vv*.tif", {"times": None}), {"deadline_s": 6.0}, "ok-missing:S1RTC"),
     ("dem-404", "cog", ("fail", 404, "*cop-dem*", {"times": None}), {}, "ok-missing:DEM"),
+    ("dem-truncated-transfers", "cog", ("truncate", "*cop-dem*", {"nbytes": 300, "times": None}), {}, "ok-missing:DEM"),
     ("scl-503-always", "cog", ("fail", 503, "*SCL*.tif", {"times": None}), {}, ChipError),
     ("scl-truncated-once", "cog", ("truncate", "*SCL*.tif", {"nbytes": 100, "times": 1}), {}, "ok"),
 ]

@@ -77,6 +77,7 @@ def read_onto_grid(href: str, grid: ChipGrid, *, resampling: str, dtype: str, fi
                    nodata_hint: float | None, env: Mapping[str, str]) -> np.ndarray:
     """Band 1 of ``href`` on ``grid`` as ``dtype``; pixels without valid data are ``fill``."""
     import rasterio
+    from rasterio.crs import CRS
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
     from rasterio.windows import Window
@@ -107,12 +108,14 @@ def read_onto_grid(href: str, grid: ChipGrid, *, resampling: str, dtype: str, fi
             # WarpedVRT, not rasterio.warp.reproject: reproject enters warnings.catch_warnings(),
             # which is not thread-safe and scrambles the process's warning filters when reads run
             # in parallel. Same GDAL warper, same pixels (checked against reproject and odc-stac).
-            # tolerance ~0: (almost) the exact transformer, not GDAL's piecewise-linear approximation (0.125 px by
-            # default), whose error depends on the output window: a city map's windows must see the same
-            # pixels as one read over the whole area (the DEM, in EPSG:4326, differed by ~1 cm otherwise)
+            # Across CRSs (the DEM, in EPSG:4326), tolerance ~0: (almost) the exact transformer, not GDAL's
+            # piecewise-linear approximation (0.125 px by default), whose error depends on the output
+            # window: a city map's windows must see the pixels of one read over the whole area (the DEM
+            # differed by ~1 cm otherwise). Within one CRS the transform is affine and the default exact.
+            exact = {} if src.crs == CRS.from_user_input(grid.crs) else {"tolerance": 1e-6}
             with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                            resampling=Resampling[resampling], src_nodata=nodata, nodata=fill, dtype=dtype,
-                           tolerance=1e-6) as vrt:
+                           **exact) as vrt:
                 vrt.read(1, out=dst)
     if dst.dtype.kind == "f":
         dst[~np.isfinite(dst)] = np.nan

@@ -37,9 +37,12 @@ from ..result import Result
 from ..settings import Settings
 from .store import MapStore
 
-__all__ = ["CityMap", "MapSummary", "fetch_or_map"]
+__all__ = ["CHUNK_CACHE_BYTES", "CityMap", "MapSummary", "fetch_or_map"]
 
 log = logging.getLogger(__name__)
+
+#: Bytes of decoded chunks one open map keeps (a whole NYC date in uint8 is about 200 MB).
+CHUNK_CACHE_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,37 @@ class CityMap:
         self._arrays = {name: self._group[name] for name in self._group.array_keys()}
         self._records = store.records()
         self._info = _model_info(self.layout.model)
+        from cachetools import LRUCache
+
+        # decoded chunks, so that points near each other (and a warm map) read no chunk twice: a
+        # Zarr read costs milliseconds, a cached chunk microseconds
+        self._chunks: LRUCache[tuple[str, int, int, int], np.ndarray] = LRUCache(
+            maxsize=CHUNK_CACHE_BYTES, getsizeof=lambda a: int(a.nbytes))
+        self._chunks_lock = threading.Lock()
+
+    def _chunk(self, name: str, t: int, i: int, j: int) -> np.ndarray:
+        key = (name, t, i, j)
+        with self._chunks_lock:
+            hit = self._chunks.get(key)
+        if hit is not None:
+            return hit
+        c = self.layout.chunk_px
+        arr = self._arrays[name]
+        block = np.asarray(arr[t, ..., i * c:(i + 1) * c, j * c:(j + 1) * c])
+        with self._chunks_lock:
+            self._chunks[key] = block
+        return block
+
+    def read(self, name: str, t: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """Pixels ``rows`` x ``cols`` of array ``name`` (``prob_<head>``, ``lulc``, ``buildings``,
+        ``valid``) at date index ``t``, through the decoded-chunk cache."""
+        c = self.layout.chunk_px
+        (r0, r1), (c0, c1) = rows, cols
+        ri, ci = range(r0 // c, (r1 - 1) // c + 1), range(c0 // c, (c1 - 1) // c + 1)
+        block = np.concatenate([np.concatenate([self._chunk(name, t, i, j) for j in ci], axis=-1) for i in ri],
+                               axis=-2)
+        y0, x0 = ri.start * c, ci.start * c
+        return block[..., r0 - y0:r1 - y0, c0 - x0:c1 - x0]
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> CityMap:
@@ -148,9 +182,10 @@ class CityMap:
             for j in {(c0 // self.layout.window_px), ((c0 + w - 1) // self.layout.window_px)}:
                 self._window(t, i * self.layout.window_px, j * self.layout.window_px)
         scale = 1.0 / 255.0 if self.layout.prob_dtype == "uint8" else 1.0
-        probs = {head: np.asarray(self._arrays[f"prob_{head}"][t, :, r0:r0 + h, c0:c0 + w], np.float32) * np.float32(scale)
+        rows, cols = (r0, r0 + h), (c0, c0 + w)
+        probs = {head: self.read(f"prob_{head}", t, rows, cols).astype(np.float32) * np.float32(scale)
                  for head in self.layout.heads}
-        valid = np.asarray(self._arrays["valid"][t, r0:r0 + h, c0:c0 + w], bool)
+        valid = self.read("valid", t, rows, cols).astype(bool)
         from ..grid import summary_mask
         from ..imagery.chip import Chip
 
@@ -185,13 +220,13 @@ class CityMap:
         c0, c1 = round((ix0 - gx0) / res), round((ix1 - gx0) / res)
         r0, r1 = round((gy1 - iy1) / res), round((gy1 - iy0) / res)
         inside = a.mask(sub_grid(self.grid, (r0, r1), (c0, c1)))
-        valid = np.asarray(self._arrays["valid"][t, r0:r1, c0:c1], bool) & inside
+        valid = self.read("valid", t, (r0, r1), (c0, c1)).astype(bool) & inside
         n = int(inside.sum())
         k = int(valid.sum())
         if k == 0:
             raise MapCoverageError("the map has no valid pixel inside the area")
-        lulc = np.asarray(self._arrays["lulc"][t, r0:r1, c0:c1])[valid]
-        bld = np.asarray(self._arrays["buildings"][t, r0:r1, c0:c1])[valid]
+        lulc = self.read("lulc", t, (r0, r1), (c0, c1))[valid]
+        bld = self.read("buildings", t, (r0, r1), (c0, c1))[valid]
         labels = self.layout.heads.get("lulc", {}).get("classes", [])
         counts = np.bincount(lulc, minlength=len(labels))[:len(labels)]
         wp = self.layout.window_px

@@ -133,7 +133,7 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
         raise InvalidInputError(f"executor must be a concurrent.futures.Executor, got {type(executor).__name__}")
     area = resolve_aoi(aoi, s)
     out_path = Path(out).resolve()  # workers of a cluster open it too: never relative to their own folder
-    if when is None and (out_path / MANIFEST).exists():
+    if when is None and not overwrite and (out_path / MANIFEST).exists():
         # resuming without dates: the map's own date windows (the default window moves with the clock)
         when = [tuple(t) for t in MapStore.open(out_path).layout.times]
     windows_t = check_when_list(when, s)

@@ -4,8 +4,8 @@ A map folder holds::
 
     out/
       manifest.json        what the map is: grid, date windows, heads, model, fingerprint
-      map.zarr/            Zarr v3 group (xarray: ``xr.open_zarr(out / "map.zarr")``)
-        prob_<head>        (time, class, y, x) probabilities: uint8 (p * 255, rounded; default),
+      map.zarr/            Zarr v3 group, consolidated (xarray: ``xr.open_zarr(out / "map.zarr")``)
+        prob_<head>        (time, class_<head>, y, x) probabilities: uint8 (p * 255, rounded; default),
                            float16 or float32
         lulc               (time, y, x) uint8 land-cover class index, 255 where not valid
         buildings          (time, y, x) uint8 1 building / 0 not, 255 where not valid
