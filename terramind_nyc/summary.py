@@ -123,7 +123,8 @@ def summarise(
     frac_argmax = counts / counts.sum()
     mean_prob = lulc_use.mean(axis=1, dtype=np.float64)
     mean_prob = mean_prob / mean_prob.sum()
-    confidence = float(lulc_use.max(axis=0).mean(dtype=np.float64))
+    # the winning class's probability per pixel (a gather: faster than max over the class axis)
+    confidence = float(np.take_along_axis(lulc_use, labels[None, :], axis=0).mean(dtype=np.float64))
     dominant = names[int(np.argmax(frac_argmax))]
     return Summary(
         building_density=density,

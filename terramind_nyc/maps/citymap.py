@@ -98,20 +98,29 @@ class CityMap:
         c = self.layout.chunk_px
         arr = self._arrays[name]
         block = np.asarray(arr[t, ..., i * c:(i + 1) * c, j * c:(j + 1) * c])
+        if name.startswith("prob_"):  # probabilities are cached as float32 0..1, decoded once
+            scale = 1.0 / 255.0 if self.layout.prob_dtype == "uint8" else 1.0
+            block = block.astype(np.float32) * np.float32(scale)
         with self._chunks_lock:
             self._chunks[key] = block
         return block
 
     def read(self, name: str, t: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
         """Pixels ``rows`` x ``cols`` of array ``name`` (``prob_<head>``, ``lulc``, ``buildings``,
-        ``valid``) at date index ``t``, through the decoded-chunk cache."""
+        ``valid``) at date index ``t``, through the decoded-chunk cache (probabilities as float32 0..1)."""
         c = self.layout.chunk_px
         (r0, r1), (c0, c1) = rows, cols
-        ri, ci = range(r0 // c, (r1 - 1) // c + 1), range(c0 // c, (c1 - 1) // c + 1)
-        block = np.concatenate([np.concatenate([self._chunk(name, t, i, j) for j in ci], axis=-1) for i in ri],
-                               axis=-2)
-        y0, x0 = ri.start * c, ci.start * c
-        return block[..., r0 - y0:r1 - y0, c0 - x0:c1 - x0]
+        out: np.ndarray | None = None
+        for i in range(r0 // c, (r1 - 1) // c + 1):
+            for j in range(c0 // c, (c1 - 1) // c + 1):
+                chunk = self._chunk(name, t, i, j)
+                if out is None:
+                    out = np.empty((*chunk.shape[:-2], r1 - r0, c1 - c0), chunk.dtype)
+                y0, y1 = max(r0, i * c), min(r1, (i + 1) * c)  # the part of the chunk inside the block
+                x0, x1 = max(c0, j * c), min(c1, (j + 1) * c)
+                out[..., y0 - r0:y1 - r0, x0 - c0:x1 - c0] = chunk[..., y0 - i * c:y1 - i * c, x0 - j * c:x1 - j * c]
+        assert out is not None
+        return out
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> CityMap:
@@ -181,10 +190,8 @@ class CityMap:
         for i in {(r0 // self.layout.window_px), ((r0 + h - 1) // self.layout.window_px)}:
             for j in {(c0 // self.layout.window_px), ((c0 + w - 1) // self.layout.window_px)}:
                 self._window(t, i * self.layout.window_px, j * self.layout.window_px)
-        scale = 1.0 / 255.0 if self.layout.prob_dtype == "uint8" else 1.0
         rows, cols = (r0, r0 + h), (c0, c0 + w)
-        probs = {head: self.read(f"prob_{head}", t, rows, cols).astype(np.float32) * np.float32(scale)
-                 for head in self.layout.heads}
+        probs = {head: self.read(f"prob_{head}", t, rows, cols) for head in self.layout.heads}
         valid = self.read("valid", t, rows, cols).astype(bool)
         from ..grid import summary_mask
         from ..imagery.chip import Chip
