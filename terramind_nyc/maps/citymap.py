@@ -18,12 +18,12 @@ scene is older than ``map_max_age_days`` before the window asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 CHUNK_CACHE_BYTES = 512 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class MapSummary:
     """Land cover and buildings over an area of a map (:meth:`CityMap.summarise`)."""
 
@@ -66,7 +66,7 @@ class MapSummary:
 def _model_info(d: Mapping[str, Any]) -> Any:
     from ..model.runtime import ModelInfo
 
-    names = {f.name for f in fields(ModelInfo)}
+    names = {f.name for f in dataclasses.fields(ModelInfo)}
     kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
     return ModelInfo(**kw)
 
@@ -205,8 +205,6 @@ class CityMap:
         i, j = rec["window"]
         r = pipe.result(req, run, timings, t_start)
         note = f"answered from the map {self.path.name!r} (window r{i} c{j}, computed {str(rec.get('finished'))[:10]})"
-        import dataclasses
-
         return dataclasses.replace(r, warnings=(*r.warnings, note))
 
     def summarise(self, polygon: Any, *, when: Any = None, settings: Settings | None = None) -> MapSummary:

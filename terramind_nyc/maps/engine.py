@@ -157,14 +157,13 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
             if records.get((t, i, j), {}).get("status") != "done"]
     skipped = len(cells) * len(times) - len(todo)
     plan = runtime.plan(*area.grid.shape)  # type: ignore[attr-defined]
+    from ..imagery.area_search import search_area
     from ..model.tiling import part_plan
 
     tasks: list[WindowTask] = []
     areas: dict[int, Any] = {}
     for t, i, j in todo:
         if t not in areas:
-            from ..imagery.area_search import search_area
-
             a, b = windows_t[t]
             areas[t] = search_area(area.grid.bounds_4326, a, b, settings=s, deadline=Deadline(s.deadline_s * 4))
         part = part_plan(plan, layout.core(i, j))

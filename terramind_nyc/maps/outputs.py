@@ -138,7 +138,7 @@ def _write_cogs(store: MapStore, g: Any, *, progress: bool) -> list[Path]:
             n_blocks = (-(-h // 512)) * (-(-w // 512))
             bar = tqdm(total=n_blocks, unit="block", desc=name, disable=not progress, leave=False)
 
-            def read(r0: int, r1: int, c0: int, c1: int, arr: Any = arr, count: int = count) -> np.ndarray:
+            def read(r0: int, r1: int, c0: int, c1: int, arr: Any = arr, count: int = count, t: int = t) -> np.ndarray:
                 a = np.asarray(arr[t, :, r0:r1, c0:c1] if count > 1 or arr.ndim == 4 else arr[t, r0:r1, c0:c1])
                 a = a.astype(np.float32) if a.dtype == np.float16 else a
                 return a.reshape(count, r1 - r0, c1 - c0)
