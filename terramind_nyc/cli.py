@@ -18,7 +18,6 @@ import click
 
 from ._version import __version__
 from .errors import TerramindNYCError
-from .maps.cli import map_command
 from .settings import Settings
 
 #: The name of the stderr handler the CLI puts on the root logger (replaced, never stacked).
@@ -48,6 +47,16 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except TerramindNYCError as exc:
             raise LibraryError(exc) from None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name != "map":
+            return super().get_command(ctx, name)
+        from .maps.cli import map_command  # terramind_nyc.maps loads only for `map`
+
+        return map_command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "map"])
 
 
 def _configure_logging(ctx: click.Context, verbose: int, quiet: bool) -> None:
@@ -134,13 +143,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, checkpoint: str | None, b
         from .errors import TerramindNYCWarning
 
         warnings.simplefilter("ignore", TerramindNYCWarning)
-    overrides: dict[str, Any] = {}
-    if checkpoint:
-        overrides["checkpoint"] = checkpoint
-    if backend:
-        overrides["backend"] = backend
-    if precision:
-        overrides["precision"] = precision
+    overrides: dict[str, Any] = {k: v for k, v in (("checkpoint", checkpoint), ("backend", backend),
+                                                    ("precision", precision)) if v}
     ctx.obj = {"settings": Settings.from_env(**overrides), "quiet": quiet}
 
 
@@ -386,9 +390,6 @@ def sniff_command(ctx: click.Context, ck: str | None, stats: str | None, s1: str
         click.echo(json.dumps(rep.to_dict(), allow_nan=False))
     if rep.exit_code:
         raise SystemExit(rep.exit_code)
-
-
-cli.add_command(map_command)  # terramind-nyc map (terramind_nyc.maps.cli)
 
 
 def main() -> None:  # pragma: no cover - console entry point

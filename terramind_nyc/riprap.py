@@ -32,7 +32,6 @@ from typing import Any
 
 from .deadline import Deadline
 from .errors import ChipNodataError, MissingModalityWarning, OutsideDomainError, TerramindNYCError, shown
-from .maps.citymap import fetch_or_map
 from .pipeline import current_pipeline
 from .result import Result, model_label
 from .settings import Settings
@@ -233,7 +232,12 @@ def _fetch(lat: Any, lon: Any, kwargs: Mapping[str, Any]) -> Result:
     kw["settings"] = _settings(kw.get("settings"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingModalityWarning)  # reported in the views instead
-        return fetch_or_map(lat, lon, **kw)  # with map=PATH: from the city map where it can answer
+        if kw.get("map") is None:
+            kw.pop("map", None)
+            return current_pipeline().fetch(lat, lon, **kw)
+        from .maps.citymap import fetch_or_map  # only with map=PATH: the maps package stays off the fetch path
+
+        return fetch_or_map(lat, lon, **kw)
 
 
 def fetch_views(lat: float, lon: float, *, polygons: bool = True, **kwargs: Any) -> dict[str, dict[str, Any]]:

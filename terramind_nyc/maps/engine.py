@@ -36,6 +36,7 @@ from ..cache import stable_key
 from ..dates import iso_z
 from ..deadline import Deadline
 from ..errors import InvalidInputError
+from ..imagery.urls import redact
 from ..pipeline import current_pipeline
 from ..settings import Settings
 from .aoi import check_when_list, resolve_aoi
@@ -211,7 +212,7 @@ def _run(store: MapStore, tasks: list[WindowTask], executor: Executor | None, *,
                 rec = fut.result()
             except Exception as exc:  # noqa: BLE001 - a task lost by the executor (worker died past its retries)
                 rec = {"time": task.time, "window": list(task.window), "status": "failed",
-                       "error_type": type(exc).__name__, "error": str(exc)}
+                       "error_type": type(exc).__name__, "error": redact(str(exc))}
             store.write_record(task.time, *task.window, rec)
             if rec.get("status") == "done":
                 done += 1

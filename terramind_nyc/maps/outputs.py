@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .store import NODATA, MapStore
+from .store import GEOTIFF, NODATA, PAGE, QUICKLOOK, MapStore
 
 __all__ = ["BUILDING_LAYER_COLOR", "cell_figures", "write_outputs"]
 
@@ -94,14 +94,14 @@ def write_outputs(store: MapStore, *, formats: tuple[str, ...], render: bool, pr
         colors = lay.heads.get("lulc", {}).get("colors") or []
         labels = lay.heads.get("lulc", {}).get("labels") or []
         bcolor = _building_color(store)
-        files.append(write_quicklook(store.path / "quicklook.png", lulc, bld, colors=colors, building_color=bcolor))
+        files.append(write_quicklook(store.path / QUICKLOOK, lulc, bld, colors=colors, building_color=bcolor))
         only_b = np.where(bld == 1, 0, NODATA).astype(np.uint8)
         layers = [("Land cover", quicklook_rgba(lulc, None, colors=colors)),
                   ("Buildings", quicklook_rgba(only_b, None, colors=[bcolor]))]
         blabels = lay.heads.get("buildings", {}).get("labels") or ["", "Buildings"]
         legend = [*zip(labels, colors, strict=False), (str(blabels[1]), bcolor)]
         start, end = lay.times[t]
-        files.append(write_html(store.path / "map.html", title=f"terramind_nyc map: {lay.aoi.get('name', '')} "
+        files.append(write_html(store.path / PAGE, title=f"terramind_nyc map: {lay.aoi.get('name', '')} "
                                 f"{start[:10]}..{end[:10]}", bounds_4326=lay.grid.bounds_4326, layers=layers,
                                 legend=legend, cells=cell_figures(store, t, lulc, bld)))
     return files
@@ -126,13 +126,14 @@ def _write_cogs(store: MapStore, g: Any, *, progress: bool) -> list[Path]:
     for t, (start, _) in enumerate(lay.times):
         date = start[:10]
         jobs: list[tuple[str, Any, int, str, Any, str, Any, list[str]]] = [
-            (f"map_lulc_{date}.tif", g["lulc"], 1, "uint8", NODATA, "nearest", cmap, ["lulc"]),
-            (f"map_buildings_{date}.tif", g["buildings"], 1, "uint8", NODATA, "nearest", None, ["buildings"]),
+            (GEOTIFF.format(layer="lulc", date=date), g["lulc"], 1, "uint8", NODATA, "nearest", cmap, ["lulc"]),
+            (GEOTIFF.format(layer="buildings", date=date), g["buildings"], 1, "uint8", NODATA, "nearest", None,
+             ["buildings"]),
         ]
         for head, spec in lay.heads.items():
             # GeoTIFF has no float16: such probabilities are written as float32
             dtype = "float32" if lay.prob_dtype == "float16" else lay.prob_dtype
-            jobs.append((f"map_prob_{head}_{date}.tif", g[f"prob_{head}"], len(spec["classes"]), dtype, None,
+            jobs.append((GEOTIFF.format(layer=f"prob_{head}", date=date), g[f"prob_{head}"], len(spec["classes"]), dtype, None,
                          "average", None, [str(c) for c in spec["classes"]]))
         for name, arr, count, dtype, nodata, resampling, colormap, bands in jobs:
             n_blocks = (-(-h // 512)) * (-(-w // 512))

@@ -13,7 +13,7 @@ A map folder holds::
         x, y, time         coordinates (metres in the grid CRS; seconds since 1970 of each window's start)
       windows/t0_r1_c2.json one record per window and date: done (with its provenance) or failed
                            (with the typed error); the resume state
-      quicklook.png, map.html, map_lulc.tif ...  written after the run
+      quicklook.png, map.html, map_<layer>_<date>.tif  written after the run
 
 Zarr chunks are ``chunk_px`` a side and every window is a whole number of chunks, so windows
 write their regions without locks, from any process that sees the folder. A window's record is
@@ -40,7 +40,8 @@ from ..errors import InvalidInputError
 from ..grid import ChipGrid
 from ..jsonsafe import json_safe
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "PROB_DTYPES", "MapLayout", "MapStore", "quantise"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "GEOTIFF", "MANIFEST", "PAGE", "PROB_DTYPES", "QUICKLOOK", "MapLayout",
+           "MapStore", "quantise"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ MANIFEST = "manifest.json"
 ZARR = "map.zarr"
 WINDOWS = "windows"
 NODATA = 255
+#: The files a finished run writes beside the store (:mod:`.outputs`); ``overwrite`` removes them.
+QUICKLOOK = "quicklook.png"
+PAGE = "map.html"
+GEOTIFF = "map_{layer}_{date}.tif"
 
 
 def quantise(p: np.ndarray, dtype: str) -> np.ndarray:
@@ -202,8 +207,7 @@ class MapStore:
         """Delete the map's own files (manifest, store, window records, renders)."""
         for name in (ZARR, WINDOWS):
             shutil.rmtree(self.path / name, ignore_errors=True)
-        for pattern in (MANIFEST, "quicklook.png", "map.html", "map_lulc_*.tif", "map_buildings_*.tif",
-                        "map_prob_*.tif"):
+        for pattern in (MANIFEST, QUICKLOOK, PAGE, GEOTIFF.format(layer="*", date="*")):
             for f in self.path.glob(pattern):
                 f.unlink(missing_ok=True)
 
