@@ -69,8 +69,13 @@ class _Locked:
             except ValueError:  # larger than the whole cache: just don't keep it
                 log.debug("value for %s too large for cache", key)
 
-    def get_or_compute(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """Return the cached value or compute it once (concurrent callers for one key wait)."""
+    def get_or_compute(self, key: Hashable, compute: Callable[[], T],
+                       keep: Callable[[T], bool] | None = None) -> T:
+        """Return the cached value or compute it once (concurrent callers for one key wait).
+
+        ``keep``: whether a computed value is stored (default always); a value it refuses is
+        returned but computed afresh next time.
+        """
         value = self.peek(key)
         if value is not None:
             return value  # type: ignore[no-any-return]
@@ -83,7 +88,8 @@ class _Locked:
             with self.lock:
                 self.misses += 1
             value = compute()
-            self.put(key, value)
+            if keep is None or keep(value):
+                self.put(key, value)
         with self.lock:
             self._inflight.pop(key, None)
         return value

@@ -178,7 +178,8 @@ class Pipeline:
         """The chip from the chip cache (memory, then ``cache_dir``) or the reader.
 
         The reader warns about missing modalities itself; a chip served from a cache is warned
-        about here, so every fetch warns once.
+        about here, so every fetch warns once. A chip that lacks a modality through a failure
+        (``Chip.transient``) is not cached: the next request reads again.
         """
         caches = get_caches(settings)
         if caches is None:
@@ -197,14 +198,14 @@ class Pipeline:
                     log.warning("ignoring unusable on-disk chip cache entry: %s", exc)
             read.append(True)
             chip = self.reader(grid, start, end, settings, deadline)
-            if caches.cache_dir is not None:
+            if caches.cache_dir is not None and not chip.transient:
                 try:
                     caches.write_disk(key, *chip.to_arrays())
                 except OSError as exc:
                     log.warning("could not write the on-disk chip cache in %s: %s", caches.cache_dir, exc)
             return chip
 
-        chip = caches.chips.get_or_compute(key, compute)
+        chip = caches.chips.get_or_compute(key, compute, keep=lambda c: not c.transient)
         if not read:
             _warn_missing(chip)
         return chip
@@ -308,9 +309,12 @@ class Pipeline:
                 return dataclasses.replace(hit, cached=True, lat=req.lat, lon=req.lon,
                                            timings=dict(hit.timings, total=time.perf_counter() - t_start))
 
+        transient: list[str] = []  # the chip's transiently missing modalities: such a result is not cached
+
         def compute() -> Result:
             t = time.perf_counter()
             chip = self.chip(req.grid, req.start, req.end, s, deadline)
+            transient.extend(chip.transient)
             timings["imagery"] = time.perf_counter() - t
             # the reader's own stages (STAC search, SCL scoring of candidates, pixel reads); absent on a cache hit
             for stage in ("search", "choose", "read"):
@@ -324,7 +328,7 @@ class Pipeline:
         if caches is None or rkey is None:
             return compute()
         # Single flight: concurrent calls for the same key wait for one computation.
-        return caches.results.get_or_compute(rkey, compute)
+        return caches.results.get_or_compute(rkey, compute, keep=lambda _: not transient)
 
 
 _DEFAULT = Pipeline()

@@ -42,9 +42,10 @@ def _world_field(grid) -> np.ndarray:
 class FakeReader:
     """A :class:`terramind_nyc.pipeline.ChipReader`: a smooth synthetic chip on any grid, no I/O."""
 
-    def __init__(self, missing=(), fail: Exception | None = None):
+    def __init__(self, missing=(), fail: Exception | None = None, transient: bool = False):
         self.calls = 0
         self.missing = tuple(missing)
+        self.transient = transient  # the missing modalities were lost to a failed read
         self.fail = fail
         self.s2_datetime = "2026-11-01T15:40:00+00:00"
         self.corner_invalid = True  # 2x2 invalid pixels in the chip's corner (window-relative)
@@ -67,7 +68,8 @@ class FakeReader:
             valid[:2, :2] = False
         masks = {m: valid for m in arrays}
         prov = {"S2L2A": fake_provenance(self.s2_datetime)}
-        return Chip(grid=grid, arrays=arrays, masks=masks, scl=None, provenance=prov, missing=self.missing)
+        return Chip(grid=grid, arrays=arrays, masks=masks, scl=None, provenance=prov, missing=self.missing,
+                    transient=self.missing if self.transient else ())
 
 
 @dataclass

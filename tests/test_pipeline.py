@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from fakes import ESB, FakeReader, FakeRuntime
 
 from terramind_nyc import Settings, fetch
 from terramind_nyc.cache import clear_caches
-from terramind_nyc.errors import InvalidInputError
+from terramind_nyc.errors import InvalidInputError, MissingModalityWarning
 from terramind_nyc.pipeline import Pipeline, check_size, current_pipeline, use_pipeline
 
 
@@ -52,6 +54,23 @@ def test_chip_cache_on_disk_serves_a_new_process_without_the_reader(tmp_path):
                      runtimes=lambda settings, deadline=None: runtime).fetch(*ESB, settings=s)
     assert reader.calls == 1 and again.building_density == first.building_density
     assert again.provenance.imagery["S2L2A"]["item_ids"] == ["S2A_FAKE"]
+
+
+@pytest.mark.parametrize("transient", [False, True])
+def test_a_chip_missing_a_modality_by_failure_is_not_cached(tmp_path, transient):
+    """S1 absent from the catalog is a fact (cached); S1 lost to a failed read may pass: neither the
+    chip (memory or disk) nor the result is kept, so the next call reads again."""
+    s = Settings(cache_dir=str(tmp_path))
+    reader, runtime = FakeReader(missing=("S1RTC",), transient=transient), FakeRuntime()
+    p = Pipeline(reader=reader, runtimes=lambda settings, deadline=None: runtime)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingModalityWarning)
+        first, again = p.fetch(*ESB, settings=s), p.fetch(*ESB, settings=s)
+        assert first.provenance.modalities_missing == again.provenance.modalities_missing == ("S1RTC",)
+        assert (reader.calls, again.cached) == ((2, False) if transient else (1, True))
+        clear_caches()  # a new process: only the disk cache is left
+        p.fetch(*ESB, settings=s)
+    assert reader.calls == (3 if transient else 1)
 
 
 def test_check_size_grows_the_window_to_fit_the_radius():

@@ -90,6 +90,9 @@ class Chip:
     """Optional modalities that could not be provided (``"S1RTC"``, ``"DEM"``)."""
     notes: Mapping[str, str] = field(default_factory=dict)
     """Missing modality -> why (no acquisition within the window, read failed, deadline, ...)."""
+    transient: tuple[str, ...] = ()
+    """The missing modalities whose absence came from a failure (a search or read that raised, the
+    deadline), not from the data: a chip with any is never cached, so the next request tries again."""
     window: tuple[str, str] = ("", "")
     """The searched date window, ISO UTC ``(start, end)``."""
     timings: Mapping[str, float] = field(default_factory=dict)
@@ -116,8 +119,8 @@ class Chip:
             arrays["scl"] = np.asarray(self.scl)
         meta = {"format": 1, "grid": self.grid.to_dict(),
                 "provenance": {m: dataclasses.asdict(p) for m, p in self.provenance.items()},
-                "missing": list(self.missing), "notes": dict(self.notes), "window": list(self.window),
-                "timings": dict(self.timings)}
+                "missing": list(self.missing), "notes": dict(self.notes), "transient": list(self.transient),
+                "window": list(self.window), "timings": dict(self.timings)}
         return arrays, meta
 
     @classmethod
@@ -138,7 +141,7 @@ class Chip:
             masks={k[len("mask_"):]: np.asarray(v, bool) for k, v in arrays.items() if k.startswith("mask_")},
             scl=np.asarray(arrays["scl"]) if "scl" in arrays else None,
             provenance=prov, missing=tuple(meta.get("missing", ())), notes=dict(meta.get("notes", {})),
-            window=tuple(meta.get("window", ("", ""))),  # type: ignore[arg-type]
+            transient=tuple(meta.get("transient", ())), window=tuple(meta.get("window", ("", ""))),  # type: ignore[arg-type]
             timings=dict(meta.get("timings", {})),
         )
 
@@ -158,6 +161,7 @@ class Chip:
             "provenance": {m: p.to_dict() for m, p in self.provenance.items()},
             "missing": list(self.missing),
             "notes": dict(self.notes),
+            "transient": list(self.transient),
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
         }
 

@@ -66,8 +66,18 @@ log = logging.getLogger(__name__)
 
 #: One queued asset read: the item, the asset key, the future of its array.
 _Read = tuple["pystac.Item", str, "Future[np.ndarray]"]
-#: An optional modality's array, mask and provenance, or the reason it is absent.
-_Optional = tuple[np.ndarray, np.ndarray, ModalityProvenance] | str
+
+
+class _Absent(NamedTuple):
+    """Why an optional modality is absent; ``transient`` when that was a failure (it may pass),
+    not a fact about the data."""
+
+    reason: str
+    transient: bool
+
+
+#: An optional modality's array, mask and provenance, or why it is absent.
+_Optional = tuple[np.ndarray, np.ndarray, ModalityProvenance] | _Absent
 
 
 def read_scl(item: pystac.Item, grid: ChipGrid, *, settings: Settings) -> np.ndarray:
@@ -222,10 +232,13 @@ def read_chip(
         masks: dict[str, np.ndarray] = {"S2L2A": s2_mask}
         prov: dict[str, ModalityProvenance] = {"S2L2A": s2_prov}
         notes: dict[str, str] = {}
+        transient: list[str] = []
         for modality, fut in (("S1RTC", s1_fut), ("DEM", searches.dem)):
             res = _optional_or_reason(runner, fut, modality, grid, choice, cat, s)
-            if isinstance(res, str):
-                notes[modality] = res
+            if isinstance(res, _Absent):
+                notes[modality] = res.reason
+                if res.transient:
+                    transient.append(modality)
                 continue
             arrays[modality], masks[modality], prov[modality] = res
         timings["read"] = time.perf_counter() - t
@@ -235,7 +248,7 @@ def read_chip(
         warnings.warn(f"{m} unavailable for this chip: {notes.get(m, 'unknown reason')}", MissingModalityWarning,
                       stacklevel=2)
     chip = Chip(grid=grid, arrays=arrays, masks=masks, scl=choice.scl, provenance=prov, missing=missing,
-                notes=notes, window=(iso_z(start), iso_z(end)), timings=timings)
+                notes=notes, transient=tuple(transient), window=(iso_z(start), iso_z(end)), timings=timings)
     log.debug("chip %s: %s in %.2f s (missing %s)", grid.bounds, list(arrays), timings["total"], missing)
     return chip
 
@@ -285,22 +298,23 @@ def _compose_s2(grid: ChipGrid, choice: S2Choice, reads: Sequence[_Read], cat: C
 
 def _optional_or_reason(runner: Runner, fut: Future[_Stage], modality: str, grid: ChipGrid, choice: S2Choice,
                         cat: Catalog, s: Settings) -> _Optional:
-    """:func:`_finish_optional`, with every failure turned into the reason (an optional modality
-    never fails the chip)."""
+    """:func:`_finish_optional`, with every failure turned into a transient :class:`_Absent` (an optional
+    modality never fails the chip; a failure may pass, so the chip is not cached)."""
     try:
-        return _finish_optional(runner, fut, modality, grid, choice, cat, s)
+        res = _finish_optional(runner, fut, modality, grid, choice, cat, s)
     except (TerramindNYCError, OSError) as exc:
         reason = _reason(exc)
         log.info("%s unavailable: %s", modality, reason)
-        return reason
+        return _Absent(reason, True)
     except Exception as exc:  # an optional modality never fails the chip
         log.warning("%s unavailable after an unexpected error", modality, exc_info=True)
-        return f"{type(exc).__name__}: {redact(str(exc))}"
+        return _Absent(f"{type(exc).__name__}: {redact(str(exc))}", True)
+    return _Absent(res, False) if isinstance(res, str) else res
 
 
 def _finish_optional(runner: Runner, fut: Future[_Stage], modality: str, grid: ChipGrid, choice: S2Choice,
-                     cat: Catalog, s: Settings) -> _Optional:
-    """Wait for an optional modality; its array, mask and provenance, or the reason it is absent."""
+                     cat: Catalog, s: Settings) -> tuple[np.ndarray, np.ndarray, ModalityProvenance] | str:
+    """Wait for an optional modality; its array, mask and provenance, or the reason (in the data) it is absent."""
     coll = s.s1_collection if modality == "S1RTC" else s.dem_collection
     st = runner.wait(fut, f"searching {coll}", cat.source)
     if not st.items:

@@ -16,8 +16,8 @@ different acquisitions (a cloudy date), the map is stitched from several scenes 
 at the window edge; each window's record names its scenes.
 
 As tasks finish, their records are written (``windows/*.json``) and the progress bar moves. A
-window already ``done`` for this map's fingerprint is skipped; a failed one is retried on the
-next run. See ``docs/maps.md``.
+window already ``done`` for this map's fingerprint is skipped; a failed one, or one done without
+a modality whose read failed (``chip.transient`` in its record), is retried on the next run. See ``docs/maps.md``.
 """
 
 from __future__ import annotations
@@ -154,8 +154,7 @@ def map_area(aoi: Any, when: Any = None, out: str | os.PathLike[str] = "nyc-map"
     rows, cols = layout.shape
     cells = [(i, j) for i in range(rows) for j in range(cols)
              if area.mask(sub_grid(area.grid, *_split(layout.core(i, j)))).any()]
-    todo = [(t, i, j) for t in range(len(times)) for i, j in cells
-            if records.get((t, i, j), {}).get("status") != "done"]
+    todo = [(t, i, j) for t in range(len(times)) for i, j in cells if not _finished(records.get((t, i, j), {}))]
     skipped = len(cells) * len(times) - len(todo)
     plan = runtime.plan(*area.grid.shape)  # type: ignore[attr-defined]
     from ..imagery.area_search import search_area
@@ -227,3 +226,8 @@ def _run(store: MapStore, tasks: list[WindowTask], executor: Executor | None, *,
         if own:
             ex.shutdown(wait=True, cancel_futures=True)
     return done, failed, sums
+
+
+def _finished(record: dict[str, Any]) -> bool:
+    """Whether a window's record needs no rerun: done, with no modality lost to a failure."""
+    return record.get("status") == "done" and not (record.get("chip") or {}).get("transient")

@@ -88,6 +88,7 @@ def test_no_s1_is_flagged_not_fatal(fixture_catalog: Any, local_settings: Settin
         chip = read_scenario(fixture_catalog, "no_s1", local_settings)
     assert chip.missing == ("S1RTC",) and "S1RTC" not in chip.arrays and "S1RTC" not in chip.provenance
     assert "s1_window_days" in chip.notes["S1RTC"]
+    assert chip.transient == ()  # absent from the catalog: a fact, cached like any chip
     assert set(chip.arrays) == {"S2L2A", "DEM"}
     md = chip.metadata()
     assert md["missing"] == ["S1RTC"] and md["modalities"] == ["S2L2A", "DEM"]
@@ -97,7 +98,7 @@ def test_no_dem_is_flagged_not_fatal(fixture_catalog: Any, local_settings: Setti
     with pytest.warns(MissingModalityWarning, match="DEM unavailable"):
         chip = read_scenario(fixture_catalog, "no_dem", local_settings)
     assert chip.missing == ("DEM",) and set(chip.arrays) == {"S2L2A", "S1RTC"}
-    assert "cop-dem-glo-30" in chip.notes["DEM"]
+    assert "cop-dem-glo-30" in chip.notes["DEM"] and chip.transient == ()
 
 
 def test_mostly_nodata_chip_is_rejected_never_zero_filled(fixture_catalog: Any, local_settings: Settings) -> None:
@@ -154,6 +155,8 @@ def test_s1_and_dem_read_failures_are_not_fatal(fixture_catalog: Any, local_sett
     assert chip.missing == ("S1RTC", "DEM") and set(chip.arrays) == {"S2L2A"}
     assert "asset 'vh'" in chip.notes["S1RTC"] and "404" in chip.notes["S1RTC"]
     assert "asset 'data'" in chip.notes["DEM"] and "truncated" in chip.notes["DEM"]
+    assert chip.transient == ("S1RTC", "DEM")  # failures, not facts: never cached
+    assert chip.metadata()["transient"] == ["S1RTC", "DEM"]
     assert {str(w.message).split()[0] for w in rec if w.category is MissingModalityWarning} == {"S1RTC", "DEM"}
     assert SECRET not in json.dumps(chip.metadata())
 
@@ -167,6 +170,7 @@ def test_s1_hang_gives_a_chip_without_s1_at_the_deadline(fixture_catalog: Any, l
         chip = read_scenario(fx, "clear", s, deadline=Deadline(2.5))
     assert time.monotonic() - t < 2.5 + 1.0
     assert chip.missing == ("S1RTC",) and chip.masks["S2L2A"].all() and "DEM" in chip.arrays
+    assert chip.transient == ("S1RTC",)
     settle(fx.cog_server)
 
 

@@ -83,7 +83,7 @@ def test_one_search_per_collection_for_the_whole_area(area_world: Any, fast: Any
     assert sorted(calls) == sorted([s.s2_collection, s.s1_collection, s.dem_collection])
 
 
-def test_resume_skips_done_windows_and_recomputes_missing_ones(area_world: Any, float_map: Path,
+def test_resume_skips_done_windows_and_recomputes_missing_or_degraded_ones(area_world: Any, float_map: Path,
                                                                tmp_path: Path) -> None:
     out = tmp_path / "copy"
     shutil.copytree(float_map, out)
@@ -100,6 +100,15 @@ def test_resume_skips_done_windows_and_recomputes_missing_ones(area_world: Any, 
     after = _arrays(out)
     for k in before:
         assert np.array_equal(before[k], after[k]), k
+    # a window done without S1 because its read failed (chip.transient) runs again on resume
+    rec_path = out / "windows" / "t0_r0_c1.json"
+    rec = json.loads(rec_path.read_text())
+    rec["chip"]["transient"] = ["S1RTC"]
+    rec_path.write_text(json.dumps(rec))
+    fourth = map_area(area_world.grid, WHEN, out, settings=area_world.settings, prob_dtype="float32", progress=False,
+                      render=False, **SMALL)
+    assert (fourth.done, fourth.skipped) == (1, 3)
+    assert json.loads(rec_path.read_text())["chip"]["transient"] == []
 
 
 def test_a_failing_window_is_recorded_typed_never_half_written_and_retried(area_world: Any, fast: Any, tmp_path: Path,
