@@ -289,8 +289,7 @@ FAULTS = [
     ("s2-503-always", "cog", ("fail", 503, "*B04*.tif", {"times": None}), {}, ChipError),
     ("s2-404", "cog", ("fail", 404, "*B04*.tif", {"times": None}), {}, ChipError),
     ("s2-403-denied", "cog", ("fail", 403, "*B04*.tif", {"times": None}), {}, ChipError),
-    ("s2-truncated-transfers", "cog", ("truncate", "*B03*.tif", {"nbytes": 300, "times": None}), {},
-     (ChipError, "ok-same")),  # seen once in ~30 runs to end in a result (cause open): accepted only if right
+    ("s2-truncated-transfers", "cog", ("truncate", "*B03*.tif", {"nbytes": 300, "times": None}), {}, ChipError),
     ("s2-short-file", "cog", ("truncate", "*B03*.tif", {"nbytes": 2000, "short_file": True}), {}, ChipError),
     ("s2-hang", "cog", ("hang", "*B04*.tif", {"times": None}), {"deadline_s": 4.0}, DeadlineExceededError),
     ("s2-stall-mid-body", "cog", ("truncate", "*B04*.tif", {"nbytes": 600, "stall": True}), {"deadline_s": 4.0},
@@ -311,6 +310,11 @@ def test_injected_fault_ends_as_it_should(world, cog_server, fault_id, server, f
     s = s.replace(**{"deadline_s": 20.0, **overrides})
     backends.get_runtime(s)  # loaded before the fault: the deadline here is the imagery's
     _inject(cog_server, fault)
+    # The previous row's failed fetch may still have sibling band reads running (a chip fails
+    # fast; its other reads finish in the background) that fill GDAL's process-wide cache after
+    # the fixture emptied it, and a cached range never meets the fault. With the fault in place
+    # they cannot cache the faulted files any more: empty the cache once more.
+    clear_gdal_http_cache()
     bound = s.deadline_s + 3.0
     t0 = time.monotonic()
     try:
