@@ -277,8 +277,15 @@ def test_soak_threads_random_points_and_faults(world, cog_server):
 # Injected faults, each with the outcome it must end in
 # ----------------------------------------------------------------------------------------
 def _inject(server: Any, fault: tuple[Any, ...]) -> None:
+    """Put ``fault`` in place on ``server``, then empty GDAL's process-wide cache.
+
+    The previous row's failed fetch may still have sibling band reads running (a chip fails
+    fast; its other reads finish in the background) that fill the cache after the fixture
+    emptied it, and a cached range never meets the fault. Once the fault is in place they cannot
+    cache the faulted files any more, so the cache is emptied after injecting, not before."""
     kind, *args = fault
     getattr(server.faults, kind)(*args[:-1], **args[-1])
+    clear_gdal_http_cache()
 
 
 #: (id, server, fault, settings overrides, expected: "ok", "ok-missing:<modality>" or an error class).
@@ -310,11 +317,6 @@ def test_injected_fault_ends_as_it_should(world, cog_server, fault_id, server, f
     s = s.replace(**{"deadline_s": 20.0, **overrides})
     backends.get_runtime(s)  # loaded before the fault: the deadline here is the imagery's
     _inject(cog_server, fault)
-    # The previous row's failed fetch may still have sibling band reads running (a chip fails
-    # fast; its other reads finish in the background) that fill GDAL's process-wide cache after
-    # the fixture emptied it, and a cached range never meets the fault. With the fault in place
-    # they cannot cache the faulted files any more: empty the cache once more.
-    clear_gdal_http_cache()
     bound = s.deadline_s + 3.0
     t0 = time.monotonic()
     try:
