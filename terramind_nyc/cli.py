@@ -351,11 +351,8 @@ def _sniff_lines(rep: Any) -> list[str]:
             f"checkpoint {p['checkpoint']}{sha}; imagery {rep.catalog}")
     errors = sum(r.error is not None for r in rep.rows)
     counts = f"{rep.passed} of {len(rep.rows)} areas hold, {rep.failed} fail ({errors} with an error)"
-    if rep.judged:
-        lines.append(f"sniff: {counts}; {prep}")
-    else:
-        lines.append(f"sniff: NOT JUDGED (exit 0): {rep.note}. The table checks the plumbing only: {counts}; {prep}")
-    return lines
+    judged = "" if rep.judged else f"NOT JUDGED (exit 0): {rep.note}. The table checks the plumbing only: "
+    return [*lines, f"sniff: {judged}{counts}; {prep}"]
 
 
 @cli.command("sniff")
@@ -374,18 +371,20 @@ def _sniff_lines(rep: Any) -> list[str]:
 @click.option("--when", default=None, help="Acquisition window (ISO date or START/END); pin it to compare candidates.")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Keep (and reuse) the offline harness and tiny model in this folder.")
+@click.option("--panels", type=click.Path(file_okay=False), default=None, help="Write one quicklook PNG per area here.")
 @click.option("--json", "as_json", is_flag=True, help="Also print the report as one JSON object on the last line.")
 @click.pass_context
 def sniff_command(ctx: click.Context, ck: str | None, stats: str | None, s1: str | None, chip: str | None,
-                  offline: bool | None, when: str | None, workdir: str | None, as_json: bool) -> None:
+                  offline: bool | None, when: str | None, workdir: str | None, panels: str | None,
+                  as_json: bool) -> None:
     """Fetch the ten NYC sanity areas the published adapters were judged on and check each area's dominant
     land cover and building amount. Exit 0 when every area holds (or nothing could be judged), 1 when one fails."""
     from .sniff import sniff
 
     rep = sniff(_settings(ctx), stats=stats, s1=s1, chip=None if chip is None else int(chip), offline=offline,
-                checkpoint=ck, when=when, workdir=workdir, progress=False if ctx.obj.get("quiet") else None)
-    for line in _sniff_lines(rep):
-        click.echo(line)
+                checkpoint=ck, when=when, workdir=workdir, progress=False if ctx.obj.get("quiet") else None,
+                panels=panels)
+    click.echo("\n".join(_sniff_lines(rep)))
     if as_json:
         click.echo(json.dumps(rep.to_dict(), allow_nan=False))
     if rep.exit_code:

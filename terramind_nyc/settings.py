@@ -153,6 +153,13 @@ class Settings:
     result_cache_ttl_s: float = _f(3600.0, "Time-to-live of cached results, seconds.", scopes=("caches",))
     result_cache_size: int = _f(256, "Most results kept in the result cache.", scopes=("caches",))
     cache_dir: str | None = _f(None, "Optional on-disk chip cache directory.", scopes=("caches",))
+    # --- training energy (training.energy: kWh = device-hours x kW x PUE, kg CO2e = kWh x grid factor) ---------
+    energy_device_kw: float = _f(0.0, "Power draw of one GPU in kW for energy estimates; 0: the nominal board power "
+                                 "of its model (training.energy table). CPU stages count 10 W per core.", scopes=())
+    energy_pue: float = _f(1.5, "Data-centre power usage effectiveness (facility / IT energy, >= 1) applied to the "
+                           "device energy.", scopes=())
+    energy_grid_kg_co2e_per_kwh: float = _f(0.4, "Grid carbon intensity, kg CO2e per kWh. 0.4 is a round figure near "
+                                            "the US average (EPA eGRID, about 0.37-0.39); set your grid's.", scopes=())
 
     def __post_init__(self) -> None:
         for name, value in _validate(self).items():  # each value checked, and normalised (list -> tuple, ...)
@@ -244,12 +251,12 @@ LIMITS: Mapping[str, tuple[float, float]] = {
     "tile_overlap_px": (0, 1024), "tile_batch": (1, 4096), "http_timeout_s": (0, 86_400), "http_retries": (0, 100),
     "http_backoff_s": (0, 3600), "deadline_s": (0, 86_400), "io_threads": (1, 1024), "map_max_age_days": (0, 36_500),
     "stac_cache_ttl_s": (0, 31_536_000), "chip_cache_bytes": (1, 1 << 50), "result_cache_ttl_s": (0, 31_536_000),
-    "result_cache_size": (1, 10_000_000),
-}
+    "result_cache_size": (1, 10_000_000), "energy_device_kw": (0, 100), "energy_pue": (1, 10),
+    "energy_grid_kg_co2e_per_kwh": (0, 5)}
 #: Numeric settings that must lie strictly above their lowest value (a window, a timeout).
 POSITIVE = frozenset({"size_m", "http_timeout_s", "deadline_s"})
 _UNITS = {"_days": " of days", "_pct": " (percent)", "_m": " of metres", "_px": " of pixels", "_s": " of seconds",
-          "_bytes": " of bytes"}
+          "_bytes": " of bytes", "_kw": " of kilowatts", "_per_kwh": " (kg CO2e per kWh)"}
 _PATHS = frozenset({"catalog_path", "checkpoint", "cache_dir"})  # os.PathLike accepted, kept as str
 
 

@@ -131,6 +131,8 @@ class SniffRow:
     """ISO UTC acquisition datetime of that scene."""
     warnings: tuple[str, ...] = ()
     """The result's degradation notes (missing modality, old scene)."""
+    quicklook: str | None = None
+    """The area's PNG panel (true colour, land cover, buildings) when ``sniff(panels=...)`` asked for one."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every field."""
@@ -176,7 +178,8 @@ class SniffReport:
 
 def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str | None = None, chip: int | None = None,
           offline: bool | None = None, checkpoint: str | os.PathLike[str] | None = None, when: Any = None,
-          workdir: str | os.PathLike[str] | None = None, progress: bool | None = None) -> SniffReport:
+          workdir: str | os.PathLike[str] | None = None, progress: bool | None = None,
+          panels: str | os.PathLike[str] | None = None) -> SniffReport:
     """Fetch the ten :data:`AREAS` (2240 m windows at 10 m, result cache bypassed) and check each.
 
     ``stats`` (``flood`` | ``pretraining``), ``s1`` (``linear`` | ``db``) and ``chip`` (224 | 256)
@@ -186,7 +189,8 @@ def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str
     judges; None judges unless the catalog provider is ``local`` or no area reaches the catalog.
     ``checkpoint`` replaces ``settings.checkpoint``; ``when`` is ``fetch``'s window (pin it to compare
     candidates on the same scenes); ``workdir`` keeps (and reuses) the offline harness and tiny model;
-    ``progress``: a tqdm bar on stderr (default: when it is a terminal). A failed area is a row with
+    ``progress``: a tqdm bar on stderr (default: when it is a terminal); ``panels``: a folder that gets one
+    quicklook PNG per area (``<area>.png``, named in the row). A failed area is a row with
     its error; a CheckpointError or BackendError (every area would fail alike) ends the run.
     """
     from .model.adapters import CHIP_CHOICES, S1_CHOICES, STATS_CHOICES
@@ -217,7 +221,7 @@ def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str
         if missing:
             raise errors.CheckpointError(f"checkpoint {s.checkpoint!r}: its `lulc` classes {list(classes)} lack "
                                          f"{missing}, which sniff's areas name (classes are matched by name)")
-        rows, shas, unreachable = _run_areas(run, when, progress)
+        rows, shas, unreachable = _run_areas(run, when, progress, None if panels is None else Path(panels))
         if run is not s:  # the variant's model was loaded from a temporary folder: do not keep it
             from .model.backends import clear_runtimes
 
@@ -247,7 +251,12 @@ def sniff(settings: Settings | None = None, *, stats: str | None = None, s1: str
                        note=note, catalog=catalog, seconds=time.perf_counter() - t0)
 
 
-def _run_areas(settings: Settings, when: Any, progress: bool | None) -> tuple[list[SniffRow], list[Any], int]:
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def _run_areas(settings: Settings, when: Any, progress: bool | None,
+               panels: Path | None = None) -> tuple[list[SniffRow], list[Any], int]:
     """Every area in turn: the rows, the weights' sha256 of each result, how many could not reach imagery."""
     from tqdm.auto import tqdm
 
@@ -278,11 +287,15 @@ def _run_areas(settings: Settings, when: Any, progress: bool | None) -> tuple[li
             else:
                 share: float | None = float(r.building_density) if math.isfinite(r.building_density) else None
                 lulc_ok, bld_ok = lulc_holds(a.lulc, r.dominant_class), buildings_hold(a.buildings, share)
+                png = None
+                if panels is not None:
+                    panels.mkdir(parents=True, exist_ok=True)
+                    png = str(r.quicklook(panels / f"{_slug(a.name)}.png"))
                 rows.append(SniffRow(
                     a.name, a.lat, a.lon, a.lulc, a.buildings, dominant=r.dominant_class, building_share=share,
                     building_px_224=None if share is None else round(share * CHIP_PX),
                     lulc_fractions={k: float(v) for k, v in r.lulc_fractions.items()}, lulc_ok=lulc_ok,
-                    buildings_ok=bld_ok, ok=lulc_ok and bld_ok, s2_acquired=r.provenance.s2_acquired,
+                    buildings_ok=bld_ok, ok=lulc_ok and bld_ok, s2_acquired=r.provenance.s2_acquired, quicklook=png,
                     s2_item_ids=tuple(r.provenance.imagery.get("S2L2A", {}).get("item_ids") or ()),
                     warnings=tuple(r.warnings)))
                 shas.append(r.provenance.checkpoint.get("sha256"))

@@ -18,18 +18,27 @@ from training.gate import compare, decide, gate_metric_key, write_report
         (+5.0, -1.0, "Strong"),
         (-2.0, +2.0, "Acceptable"),
         (+3.5, -3.0, "Acceptable"),
-        (-1.5, +1.4, "Unacceptable"),
-        (-3.5, +10.0, "Unacceptable"),
-        (-2.0, -0.5, "Unacceptable"),
+        (-1.5, +1.4, None),
+        (-3.5, +10.0, None),
+        (-2.0, -0.5, None),
         (-3.0, -3.0, "Negative"),
         (-10.0, -4.0, "Negative"),
-        (-3.0, -2.9, "Unacceptable"),
+        (-3.0, -2.9, None),
     ],
 )
-def test_verdicts(dl: float, db: float, verdict: str) -> None:
+def test_verdicts(dl: float, db: float, verdict: str | None) -> None:
     got, rule = decide({"lulc": dl, "buildings": db})
     assert got == verdict
     assert f"lulc {dl:+.2f} pp" in rule
+    if verdict is None:  # no fourth name: the rule that failed, for each of the three
+        assert rule.startswith("no verdict") and all(f"{v} fails" in rule for v in ("Strong", "Acceptable", "Negative"))
+
+
+def test_no_verdict_names_the_failing_rule() -> None:
+    _, rule = decide({"lulc": -1.5, "buildings": 1.4})
+    assert "lulc is 1.50 pp below" in rule and "buildings gains only +1.40 pp, less than the 1.50 pp" in rule
+    _, rule = decide({"lulc": -3.5, "buildings": 10.0})
+    assert "lulc gives up 3.50 pp (more than 3)" in rule and "buildings is +10.00 pp, not down" in rule
 
 
 def test_decide_refuses_nan_and_wrong_head_count() -> None:

@@ -49,7 +49,8 @@ def test_gate_command_writes_markdown_and_json(runs: dict[str, Path], tmp_path: 
                  str(runs["buildings"]), "--out", str(out), "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
     data = json.loads((out / "gate.json").read_text())
-    assert printed["verdict"] == data["verdict"] in ("Strong", "Acceptable", "Negative", "Unacceptable")
+    assert printed["verdict"] == data["verdict"] in ("Strong", "Acceptable", "Negative", None)
+    assert data["outcome"] == (data["verdict"] or data["rule"])
     assert set(data["heads"]) == {"lulc", "buildings"}
     lulc = data["heads"]["lulc"]
     assert lulc["metric"] == "lulc_mIoU" and set(lulc["per_class"]) == {"water", "developed", "forest",

@@ -5,7 +5,10 @@ Commands::
     build-dataset   chips + WorldCover + footprints -> the dataset layout (resumable)
     fit | validate | test
                     LightningCLI over TerraMindTask + NYCDataModule (``--config training/configs/X.yaml``)
-    gate            evaluate the two-head run and both single-task runs on one test split; verdict
+    distill         teachers' cached probabilities -> the two-head student (LightningCLI options) -> artifact
+    gate            the two-head run against both single-task runs, or (--student) a student artifact
+                    against its teachers, on one test split; the seed's verdict
+    verify          the publication battery of an artifact: weights, backends, calibration, panels, card
     export          a terramind_nyc artifact from a run (threshold chosen on val, test metrics)
     selfcheck       the whole path on a synthetic dataset on this machine (CPU, minutes)
     synthetic-dataset
@@ -78,12 +81,26 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    g = sub.add_parser("gate", help="evaluate the two-head run against both single-task runs")
-    g.add_argument("--multi", required=True, help="two-head run directory (or .ckpt)")
-    g.add_argument("--lulc", required=True, help="land-cover-only run directory (or .ckpt)")
-    g.add_argument("--buildings", required=True, help="buildings-only run directory (or .ckpt)")
+    d = sub.add_parser("distill", help="distill the two-head student from teacher artifacts (+ LightningCLI options)",
+                       epilog="other options go to LightningCLI: --config training/configs/distill_tiny.yaml "
+                              "--data.root=DIR --trainer.max_steps=N ...")
+    d.add_argument("--teachers", nargs="+", required=True, metavar="ARTIFACT",
+                   help="teacher artifacts: PATH (every head it has) or HEAD=PATH, e.g. the converted adapters")
+    d.add_argument("--labels", action="store_true", help="mix the dataset's labels into the loss")
+    d.add_argument("--out", default=None, help="student artifact directory (default: <run>/artifact)")
+    d.add_argument("--device", default="cpu", help="where the teachers run and the export is scored (cpu, cuda)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+    g = sub.add_parser("gate", help="the seed's gate: two-head run vs single-task runs, or student vs teachers")
+    g.add_argument("--multi", default=None, help="two-head run directory (or .ckpt)")
+    g.add_argument("--lulc", default=None, help="land-cover-only run directory (or .ckpt)")
+    g.add_argument("--buildings", default=None, help="buildings-only run directory (or .ckpt)")
+    g.add_argument("--student", default=None, help="a student artifact (instead of --multi/--lulc/--buildings)")
+    g.add_argument("--teachers", nargs="+", default=None, metavar="ARTIFACT",
+                   help="with --student: the teacher artifacts (PATH or HEAD=PATH)")
     g.add_argument("--data", default=None, help="dataset root (default: the two-head run's)")
-    g.add_argument("--out", default=None, help="report folder (default: <multi>/gate)")
+    g.add_argument("--out", default=None, help="report folder (default: <multi or student>/gate)")
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -112,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     sd.add_argument("--chips", type=int, default=24, help="number of chips (default 24)")
     sd.add_argument("--size", type=int, default=224, help="chip side in pixels, a multiple of 16 (default 224)")
     sd.add_argument("--seed", type=int, default=0, help="generator seed (the split seed is always 42)")
+
+    v = sub.add_parser("verify", help="verify an artifact before publication (report.md, README.md model card)")
+    v.add_argument("artifact", help="artifact directory")
+    v.add_argument("--data", required=True, help="dataset root (its test split is scored)")
+    v.add_argument("--teachers", nargs="+", default=None, metavar="ARTIFACT", help="teachers: add the gate")
+    v.add_argument("--sniff", choices=("online", "offline", "skip"), default="online",
+                   help="panels of the ten sniff areas: live catalog (settings), generated imagery, or none")
+    v.add_argument("--backends", default="torch,onnx,openvino", help="backends compared with torch at fp32")
+    v.add_argument("--no-progress", action="store_true", help="no progress bars")
+    v.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     s = sub.add_parser("selfcheck", help="synthetic dataset -> train -> gate -> export -> runtime, on this machine")
     s.add_argument("--workdir", default=None, help="keep everything here (default: a temporary folder)")
@@ -171,14 +198,27 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from .evaluate import run_gate
+    from .errors import TrainingConfigError
 
-    result, paths = run_gate(args.multi, args.lulc, args.buildings, data=args.data, out=args.out,
-                             batch_size=args.batch_size, device=args.device)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+    runs = (args.multi, args.lulc, args.buildings)
+    if args.student is not None:
+        from .distill import gate_against_teachers
+
+        if any(runs) or not args.teachers or not args.data:
+            raise TrainingConfigError("gate --student needs --teachers and --data, and no --multi/--lulc/--buildings")
+        result, paths = gate_against_teachers(args.student, args.teachers, data=args.data, out=args.out,
+                                              device="cpu" if args.device == "auto" else args.device)
     else:
-        print(f"verdict: {result.verdict} ({result.rule})")
+        from .evaluate import run_gate
+
+        if not all(runs) or args.teachers:
+            raise TrainingConfigError("gate needs --multi, --lulc and --buildings (or --student with --teachers)")
+        result, paths = run_gate(args.multi, args.lulc, args.buildings, data=args.data, out=args.out,
+                                 batch_size=args.batch_size, device=args.device)
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        print(f"verdict: {result.verdict or 'none'} ({result.rule})")
         for h, c in result.heads.items():
             print(f"  {h}: {c.metric} two-head {100 * c.multi:.2f} %, single {100 * c.single:.2f} %, "
                   f"{c.delta_pp:+.2f} pp")
@@ -229,12 +269,41 @@ def _synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from .distill import run_distill
+
+    summary = run_distill(args.teachers, rest, labels=args.labels, out=args.out, device=args.device,
+                          progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(summary.to_dict(), default=str))
+    else:
+        print(f"student artifact {summary.artifact} (run {summary.run}; teacher cache {summary.cache})")
+        for k, val in sorted(summary.test.items()):
+            if k.endswith(("IoU", "_IoU_building")):
+                print(f"  test {k}: {val}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import verify_artifact
+
+    report = verify_artifact(args.artifact, data=args.data, teachers=args.teachers, sniff=args.sniff,
+                             backends=tuple(b for b in args.backends.split(",") if b),
+                             progress=False if args.no_progress else None)
+    if args.json:
+        print(json.dumps(report.to_dict(), default=str))
+    else:
+        for line in report.lines():
+            print(line)
+    return 0 if report.ok else 1
+
+
 def _selfcheck(args: argparse.Namespace) -> int:
     from .selfcheck import run_selfcheck
 
     result = run_selfcheck(workdir=args.workdir, steps=args.steps, jobs=args.jobs, threads=args.threads)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, default=str))
+        print(json.dumps(result.to_json(), default=str))  # one object on one line
     else:
         for line in result.lines():
             print(line)
@@ -254,11 +323,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "distill":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     _logging(args.verbose, args.quiet)
     handlers: dict[str, Any] = {"build-dataset": _build, "gate": _gate, "export": _export, "selfcheck": _selfcheck,
-                                "bench-fit": _bench, "synthetic-dataset": _synthetic}
+                                "bench-fit": _bench, "synthetic-dataset": _synthetic, "verify": _verify}
     try:
+        if args.command == "distill":
+            return _distill(args, rest)
         return int(handlers[args.command](args))
     except TerramindNYCError as exc:
         print(f"error: {exc}", file=sys.stderr)

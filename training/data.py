@@ -6,7 +6,13 @@ statistics (one implementation for training and inference; nodata -> 0 after sta
 ``targets`` is ``{head: int64 tensor (B, H, W)}`` with -1 = ignore.
 
 Training batches get a random element of the dihedral group D4 (8 rotations/flips) applied
-identically to every input and both masks. Before any training step :meth:`NYCDataModule.setup`
+identically to every input and both masks (and to the teachers' probabilities when distilling).
+
+Distillation (``soft_targets``: a teacher cache of :mod:`training.teachers`) adds to ``targets``
+``soft_<head>`` (float32 ``(B, C, H, W)`` teacher probabilities) and ``soft_valid`` (bool
+``(B, H, W)``). With ``labels: false`` no mask is read: ``targets[head]`` is then the teacher's
+decision (argmax, -1 where the teacher had no data), so the logged IoUs measure agreement with
+the teacher. Before any training step :meth:`NYCDataModule.setup`
 checks that every file the index names exists, that the index's timesteps match, and that every
 mask value lies in its head's class range (:class:`~training.errors.LabelError` otherwise); it
 also counts the training split's class pixels (for ``weighted_ce`` with ``weights: auto``).
@@ -25,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from terramind_nyc.model.compat import ensure_torchvision_importable
 
-from .errors import DatasetError, TrainingConfigError
+from .errors import DatasetError, DatasetFileError, TrainingConfigError
 from .labels import IGNORE_INDEX, check_mask
 from .layout import MASK_FILES, ChipRecord, DatasetIndex, read_raster
 
@@ -49,12 +55,19 @@ def d4(arr: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _target_dtype(name: str, a: np.ndarray) -> np.ndarray:
+    if name.startswith("soft_"):
+        return np.ascontiguousarray(a, dtype=bool if name == "soft_valid" else np.float32)
+    return a.astype(np.int64)
+
+
 class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]):
     """Chips of one split, read from their GeoTIFFs and standardised on the fly."""
 
     def __init__(self, root: str | Path, chips: Sequence[ChipRecord], *, bands: Mapping[str, int],
                  heads: Sequence[str], standardise: Standardiser, timesteps: int = 1,
-                 augment: bool = False, cache: bool = False) -> None:
+                 augment: bool = False, cache: bool = False, soft_targets: str | Path | None = None,
+                 labels: bool = True) -> None:
         self.root = Path(root)
         self.chips = list(chips)
         self.bands = dict(bands)
@@ -63,6 +76,10 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
         self.timesteps = int(timesteps)
         self.augment = augment
         self.cache = cache
+        self.soft_targets = None if soft_targets is None else Path(soft_targets)
+        self.labels = labels
+        if not labels and self.soft_targets is None:
+            raise TrainingConfigError("labels: false needs soft_targets (a teacher cache) to learn from")
         self._cache: dict[int, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = {}
 
     def __len__(self) -> int:
@@ -82,8 +99,27 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
             if a.shape[0] != n * self.timesteps:
                 raise DatasetError(f"{self.root / rel}: {a.shape[0]} bands, expected {n} x {self.timesteps} timesteps")
             arrays[m] = a
+        if not self.labels:
+            return arrays, {}
         masks = {hd: read_raster(self.root / c.files[hd])[0].astype(np.int8, copy=False) for hd in self.heads}
         return arrays, masks
+
+    def targets(self, i: int, masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Label masks plus, when distilling, ``soft_<head>`` and ``soft_valid`` of chip ``i``."""
+        if self.soft_targets is None:
+            return dict(masks)
+        from .teachers import read_soft_targets
+
+        soft = read_soft_targets(self.soft_targets, self.chips[i].id)
+        out: dict[str, np.ndarray] = dict(masks)
+        for hd in self.heads:
+            if hd not in soft:
+                raise DatasetError(f"the teacher cache {self.soft_targets} has no {hd!r} outputs")
+            out[f"soft_{hd}"] = soft[hd]
+            if not self.labels:  # the teacher's decision stands in for the label
+                out[hd] = np.where(soft["valid"], soft[f"argmax_{hd}"], -1).astype(np.int8)
+        out["soft_valid"] = soft["valid"]
+        return out
 
     def inputs(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Standardise raw arrays with the runtime's function: ``(C, H, W)``, or ``(C, T, H, W)`` when T > 1."""
@@ -102,6 +138,7 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
         else:
             arrays, masks = self.read(i)
             x = self.inputs(arrays)
+            masks = self.targets(i, masks)
             if self.cache:
                 self._cache[i] = (x, masks)
         if self.augment:
@@ -109,7 +146,7 @@ class ChipDataset(Dataset[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]
             x = {m: d4(a, k) for m, a in x.items()}
             masks = {h: d4(a, k) for h, a in masks.items()}
         return ({m: torch.from_numpy(np.ascontiguousarray(a)) for m, a in x.items()},
-                {h: torch.from_numpy(a.astype(np.int64)) for h, a in masks.items()})
+                {h: torch.from_numpy(_target_dtype(h, a)) for h, a in masks.items()})
 
 
 class NYCDataModule(L.LightningDataModule):
@@ -127,12 +164,19 @@ class NYCDataModule(L.LightningDataModule):
         pin_memory: DataLoader ``pin_memory`` (useful on GPU).
         cache: keep each chip's standardised arrays in memory after the first read (per worker;
             about 3 MB per 224 px chip).
+        soft_targets: a teacher cache folder (:func:`training.teachers.cache_teacher_outputs`; set by
+            ``python -m training distill``): batches carry the teachers' probabilities.
+        labels: read the label masks (False: learn from the teachers only; needs ``soft_targets``).
     """
 
     def __init__(self, root: str, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
                  timesteps: int = 1, augment: bool = True, modalities: list[str] | None = None,
-                 check_labels: bool = True, pin_memory: bool = False, cache: bool = False) -> None:
+                 check_labels: bool = True, pin_memory: bool = False, cache: bool = False,
+                 soft_targets: str | None = None, labels: bool = True) -> None:
         super().__init__()
+        if not labels and not soft_targets:
+            raise TrainingConfigError("data.labels: false needs data.soft_targets (a teacher cache); "
+                                      "`python -m training distill` sets it")
         if batch_size < 1:
             raise TrainingConfigError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -149,6 +193,8 @@ class NYCDataModule(L.LightningDataModule):
         self.check_labels = check_labels
         self.pin_memory = pin_memory
         self.cache = cache
+        self.soft_targets = soft_targets
+        self.labels = labels
         self.index: DatasetIndex | None = None
         self.class_counts: dict[str, list[int]] = {}
         self._standardise: Standardiser | None = None
@@ -200,8 +246,13 @@ class NYCDataModule(L.LightningDataModule):
             raise DatasetError(f"dataset index at {self.root} lists no heads/classes")
         for split in splits:
             chips = index.ok(split)
-            index.check_files(self.root, chips, required=[*MASK_FILES])
-            if self.check_labels:
+            index.check_files(self.root, chips, required=[*MASK_FILES] if self.labels else [])
+            if self.soft_targets is not None:
+                missing = [c.id for c in chips if not (Path(self.soft_targets) / f"{c.id}.safetensors").is_file()]
+                if missing:
+                    raise DatasetFileError(f"the teacher cache {self.soft_targets} lacks {len(missing)} {split} "
+                                           f"chip(s), e.g. {missing[0]}; rerun `python -m training distill`")
+            if self.check_labels and self.labels:
                 for c in chips:
                     for h in heads:
                         mask = read_raster(self.root / c.files[h])
@@ -234,7 +285,8 @@ class NYCDataModule(L.LightningDataModule):
         index = self._load_index()
         return ChipDataset(self.root, index.ok(split), bands=self._bands, heads=list(index.classes),
                            standardise=self._standardise, timesteps=self.timesteps,
-                           augment=self.augment and split == "train", cache=self.cache)
+                           augment=self.augment and split == "train", cache=self.cache,
+                           soft_targets=self.soft_targets, labels=self.labels)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader[Any]:
         ds = self._datasets.get(split) or self.dataset(split)

@@ -95,7 +95,7 @@ def load_task(run: Run, device: str = "cpu") -> Any:
     from .task import TerraMindTask
 
     task = TerraMindTask.load_from_checkpoint(str(run.checkpoint), map_location="cpu", pretrained=False,
-                                              weights_only=False)
+                                              weights_only=True)
     return task.to(_device(device)).eval()
 
 

@@ -30,9 +30,18 @@ def _clean(d: dict[str, float]) -> dict[str, float | None]:
 
 
 def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = None, batch_size: int = 8,
-               device: str = "auto", version: str | None = None) -> dict[str, Any]:
-    """Export ``run`` to an artifact directory ``out``; return a JSON-safe summary."""
+               device: str = "auto", version: str | None = None, threshold: float | None = None,
+               extra_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export ``run`` to an artifact directory ``out``; return a JSON-safe summary.
+
+    ``threshold``: the buildings threshold to keep (a distilled student keeps its teacher's) instead
+    of the one chosen on the validation split. ``extra_provenance``: more training provenance (e.g. the
+    teachers), merged into the config's ``training``. The run's ``energy.json`` (fit / distill
+    energy estimates) is recorded as ``training.energy``.
+    """
     import torch
+
+    from .energy import read_energy, total
 
     r = resolve_run(run)
     task = load_task(r, device)
@@ -48,14 +57,15 @@ def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = No
             f"{model_rule}; an artifact must carry the rule its training data was read with"
         )
     dm = datamodule_for(root, task, batch_size=batch_size)
-    threshold, val_iou = 0.5, None
-    if "buildings" in task.head_names:
+    fixed = threshold
+    threshold, val_iou = (0.5 if fixed is None else float(fixed)), None
+    if "buildings" in task.head_names and fixed is None:
         ev_val = evaluate(task, dm, "val")
         assert ev_val.building_hist is not None
         threshold, val_iou = choose_threshold(ev_val.building_hist)
         log.info("buildings threshold %.2f (val IoU %.4f)", threshold, val_iou)
     ev_test = evaluate(task, dm, "test", building_threshold=threshold if "buildings" in task.head_names else None)
-    ckpt = torch.load(str(r.checkpoint), map_location="cpu", weights_only=False)
+    ckpt = torch.load(str(r.checkpoint), map_location="cpu", weights_only=True)
     provenance = {
         "exported": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "run": r.path.name,
@@ -71,9 +81,14 @@ def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = No
             "split": index.meta.get("split", {}),
             "offset_rule": index.meta.get("offset_rule"),
         },
-        "buildings_threshold": {"value": threshold, "chosen_on": "val", "val_IoU_building": val_iou}
+        "buildings_threshold": {"value": threshold, "chosen_on": "val" if fixed is None else "given",
+                                "val_IoU_building": val_iou}
         if "buildings" in task.head_names else None,
     }
+    energy = read_energy(r.path)
+    if energy:
+        provenance["energy"] = {"stages": [{**e.to_dict(), "line": e.line()} for e in energy], "total": total(energy)}
+    provenance.update(dict(extra_provenance or {}))
     metrics = {"test": _clean(ev_test.metrics), "test_chips": ev_test.chips}
     config = modelconfig.finalise_config(task.config, building_threshold=threshold, provenance=provenance,
                                          metrics=metrics, version=version)

@@ -9,8 +9,13 @@ points (pp):
 - **Acceptable**: one head gives up at most 3 pp (``-3 <= d < -1``) while the other gains at
   least as much (``d_other >= -d``).
 - **Negative**: both heads drop by 3 pp or more (``d <= -3`` for both); publish the negative result.
-- **Unacceptable**: any other case (e.g. one head drops 2 pp and the other gains less); the three
-  verdicts above do not cover it, and the two-head checkpoint should not replace the baselines.
+
+Anything else gets no verdict (``verdict`` is None): the gate then says which rule failed for
+which head (e.g. one head drops 2 pp and the other gains less), and the two-head checkpoint
+should not replace the baselines. There is no fourth name.
+
+The same rules judge a *distilled* student against its teachers (the published adapters):
+:func:`compare` takes the student's metrics as ``multi`` and each teacher's as ``singles``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from .layout import write_json_atomic
 
 __all__ = ["GateResult", "HeadComparison", "Verdict", "compare", "decide", "gate_metric_key", "write_report"]
 
-Verdict = Literal["Strong", "Acceptable", "Negative", "Unacceptable"]
+Verdict = Literal["Strong", "Acceptable", "Negative"]
 
 STRONG_PP = 1.0
 ACCEPTABLE_PP = 3.0
@@ -39,7 +44,6 @@ RULES = {
     "Strong": f"both heads within {STRONG_PP:g} pp of their single-task baselines",
     "Acceptable": f"one head gives up at most {ACCEPTABLE_PP:g} pp while the other gains at least as much",
     "Negative": f"both heads drop by {NEGATIVE_PP:g} pp or more",
-    "Unacceptable": "neither Strong nor Acceptable, and not both heads down by 3 pp or more",
 }
 
 
@@ -76,22 +80,30 @@ class HeadComparison:
 class GateResult:
     """The gate's verdict and the figures behind it."""
 
-    verdict: Verdict
-    """Strong / Acceptable / Negative / Unacceptable."""
+    verdict: Verdict | None
+    """Strong / Acceptable / Negative, or None when no rule holds (``rule`` then says why each failed)."""
     rule: str
-    """The rule that decided the verdict, with the deltas filled in."""
+    """The rule that decided the verdict, or why each rule failed, with the deltas filled in."""
     heads: dict[str, HeadComparison]
     """Per head comparison."""
     runs: dict[str, Any] = field(default_factory=dict)
     """Provenance of the three runs (paths, checkpoints) and of the test split."""
 
+    @property
+    def outcome(self) -> str:
+        """The verdict's name, or the rule that failed (``"no verdict: ..."``) when there is none."""
+        return self.verdict if self.verdict is not None else self.rule
+
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "rule": self.rule, "rules": dict(RULES),
+        return {"verdict": self.verdict, "outcome": self.outcome, "rule": self.rule, "rules": dict(RULES),
                 "heads": {k: asdict(v) for k, v in self.heads.items()}, "runs": json_safe(self.runs)}
 
 
-def decide(deltas_pp: Mapping[str, float]) -> tuple[Verdict, str]:
-    """Verdict from the per-head gate-metric deltas (pp) of exactly two heads."""
+def decide(deltas_pp: Mapping[str, float]) -> tuple[Verdict | None, str]:
+    """Verdict from the per-head gate-metric deltas (pp) of exactly two heads.
+
+    Returns ``(verdict, rule)``; with no verdict, ``(None, "no verdict: <why each rule failed>")``.
+    """
     if len(deltas_pp) != 2:
         raise ValueError(f"the gate compares exactly two heads, got {sorted(deltas_pp)}")
     (h1, d1), (h2, d2) = sorted(deltas_pp.items())
@@ -105,7 +117,16 @@ def decide(deltas_pp: Mapping[str, float]) -> tuple[Verdict, str]:
             return "Acceptable", f"{txt}: {ha} gives up {-da:.2f} pp (<= {ACCEPTABLE_PP:g}) and {hb} gains {db:.2f} pp"
     if d1 <= -NEGATIVE_PP + _EPS and d2 <= -NEGATIVE_PP + _EPS:
         return "Negative", f"{txt}: {RULES['Negative']}"
-    return "Unacceptable", f"{txt}: {RULES['Unacceptable']}"
+    low = min(((h1, d1), (h2, d2)), key=lambda hd: hd[1])
+    high = (h2, d2) if low[0] == h1 else (h1, d1)
+    why = [f"Strong fails: {low[0]} is {-low[1]:.2f} pp below its baseline (more than {STRONG_PP:g})"]
+    if low[1] < -ACCEPTABLE_PP:
+        why.append(f"Acceptable fails: {low[0]} gives up {-low[1]:.2f} pp (more than {ACCEPTABLE_PP:g})")
+    else:
+        why.append(f"Acceptable fails: {high[0]} {'gains only' if high[1] >= 0 else 'changes by'} {high[1]:+.2f} pp, "
+                   f"less than the {-low[1]:.2f} pp {low[0]} gives up")
+    why.append(f"Negative fails: {high[0]} is {high[1]:+.2f} pp, not down by {NEGATIVE_PP:g} pp or more")
+    return None, f"no verdict: {txt}; " + "; ".join(why)
 
 
 def compare(multi: Mapping[str, float], singles: Mapping[str, Mapping[str, float]],
@@ -141,7 +162,8 @@ def _pp(v: float) -> str:
 
 def to_markdown(result: GateResult) -> str:
     """The report as markdown."""
-    lines = [f"# Eval gate: **{result.verdict}**", "", f"Rule applied: {result.rule}.", ""]
+    head = f"**{result.verdict}**" if result.verdict is not None else "no verdict"
+    lines = [f"# Eval gate: {head}", "", f"Rule applied: {result.rule}.", ""]
     lines += ["| head | gate metric | two-head (%) | single-task (%) | difference (pp) |", "|---|---|---|---|---|"]
     for h, c in result.heads.items():
         lines.append(f"| {h} | {c.metric} | {_pct(c.multi)} | {_pct(c.single)} | {_pp(c.delta_pp)} |")
@@ -156,6 +178,10 @@ def to_markdown(result: GateResult) -> str:
         for k in (f"{h}_mIoU", f"{h}_F1", f"{h}_pixel_acc"):
             lines.append(f"| {k} | {_pct(c.multi_metrics.get(k, float('nan')))} | "
                          f"{_pct(c.single_metrics.get(k, float('nan')))} |")
+    agreement = dict(result.runs.get("agreement_with_teacher") or {})
+    if agreement:
+        lines += ["", "## Agreement with the teachers", "", "| head | argmax agreement (%) |", "|---|---|"]
+        lines += [f"| {h} | {_pct(float(v))} |" for h, v in agreement.items()]
     lines += ["", "## Verdicts", ""] + [f"- **{k}**: {v}." for k, v in RULES.items()]
     if result.runs:
         lines += ["", "## Runs", "", "```json", json.dumps(json_safe(result.runs), indent=1, default=str), "```"]

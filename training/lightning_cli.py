@@ -46,8 +46,12 @@ class TrainingCLI(LightningCLI):
             )
 
 
-def run_lightning_cli(argv: Sequence[str]) -> TrainingCLI:
-    """Run one LightningCLI subcommand (``fit``, ``validate``, ``test``) with ``argv``."""
+def run_lightning_cli(argv: Sequence[str], *, run: bool = True) -> TrainingCLI:
+    """Run one LightningCLI subcommand (``fit``, ``validate``, ``test``) with ``argv``.
+
+    ``run=False``: ``argv`` has no subcommand; the model, datamodule and trainer are built and
+    returned unrun (``distill`` fills the datamodule's teacher cache, then calls ``trainer.fit``).
+    """
     saved = sys.argv
     sys.argv = saved[:1]  # the arguments are ``argv``, not this process's command line
     try:
@@ -58,6 +62,7 @@ def run_lightning_cli(argv: Sequence[str]) -> TrainingCLI:
             seed_everything_default=42,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            run=run,
         )
     finally:
         sys.argv = saved

@@ -18,7 +18,7 @@ from torch import nn
 from .errors import TrainingConfigError
 from .labels import IGNORE_INDEX
 
-__all__ = ["LOSSES", "CrossEntropy", "DiceLoss", "FocalLoss", "auto_class_weights", "build_loss"]
+__all__ = ["LOSSES", "CrossEntropy", "DiceLoss", "FocalLoss", "auto_class_weights", "build_loss", "soft_cross_entropy"]
 
 LOSSES = ("ce", "weighted_ce", "focal", "dice")
 
@@ -156,3 +156,29 @@ def build_loss(name: str, num_classes: int, *, weights: Sequence[float] | str | 
     if weights is not None:
         raise TrainingConfigError(f"loss 'dice'{where} takes no weights")
     return DiceLoss(num_classes)
+
+
+def soft_cross_entropy(logits: torch.Tensor, probs: torch.Tensor, valid: torch.Tensor, *,
+                       temperature: float = 1.0) -> torch.Tensor:
+    """Distillation loss: cross-entropy of the student's softened distribution against the teacher's.
+
+    ``logits`` (B, C, H, W) of the student; ``probs`` (B, C, H, W) teacher probabilities; ``valid``
+    (B, H, W) bool, pixels the teacher saw data at (others are ignored). With temperature ``T`` both
+    distributions are softened (the teacher's as ``softmax(log p / T)``, which equals softmax of its
+    logits over T) and the loss is scaled by ``T**2`` (Hinton et al. 2015, "Distilling the Knowledge in
+    a Neural Network"), so gradients keep their size across temperatures. It differs from the KL
+    divergence by the teacher's entropy, a constant. No valid pixel: a zero loss that keeps a graph.
+    """
+    if logits.shape != probs.shape or valid.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"expected logits and teacher probabilities (B, C, H, W) and valid (B, H, W), got "
+                         f"{tuple(logits.shape)}, {tuple(probs.shape)} and {tuple(valid.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    t = float(temperature)
+    logp = F.log_softmax(logits.float() / t, dim=1)
+    q = probs.float()
+    if t != 1.0:
+        q = F.softmax(torch.log(q.clamp_min(1e-8)) / t, dim=1)
+    per_px = -(q * logp).sum(dim=1)
+    m = valid.to(per_px.dtype)
+    return (per_px * m).sum() / m.sum().clamp_min(1.0) * (t * t)

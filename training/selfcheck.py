@@ -14,10 +14,17 @@
 4. ``export`` of the two-head run to a terramind_nyc artifact; the artifact is loaded by
    ``terramind_nyc``'s runtime and its per-pixel decisions are compared with the Lightning
    module's on every test chip.
+5. Distillation (``python -m training distill``'s code): the two single-task runs are exported as
+   the *teacher* artifacts, a fresh tiny two-head student learns from their cached probabilities
+   alone (no labels), is exported, and is judged against them (``gate --student``): argmax
+   agreement with each teacher on the test split, and the seed's verdict.
 
-``--json`` prints one object with ``lulc_iou``, ``buildings_iou`` (two-head model, test split:
-land-cover mIoU, building-class IoU), ``single_lulc_iou``, ``single_buildings_iou``, ``gate``
-and ``runtime_agreement`` (share of test pixels where runtime and module agree on both heads).
+``--json`` prints one object on one line with ``lulc_iou``, ``buildings_iou`` (two-head model,
+test split: land-cover mIoU, building-class IoU), ``single_lulc_iou``, ``single_buildings_iou``,
+``gate`` (the two-head run against the baselines: Strong / Acceptable / Negative, or the rule
+that failed), ``runtime_agreement`` (share of test pixels where runtime and module agree on both
+heads), ``distill_lulc_agreement`` and ``distill_buildings_agreement`` (student vs teacher, test
+split, target >= 0.95 each) and ``distill_gate`` (the student against its teachers).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ RUNS: tuple[tuple[str, tuple[str, ...]], ...] = (("multi", ("lulc", "buildings")
                                                  ("buildings", ("buildings",)))
 TARGET_IOU = 0.9
 TARGET_AGREEMENT = 0.999
+TARGET_DISTILL = 0.95
 CHIP = 64
 
 
@@ -60,12 +68,18 @@ class SelfcheckResult:
     single_buildings_iou: float
     """Buildings-only baseline, test split: building IoU (0..1)."""
     gate: str
-    """Gate verdict (Strong / Acceptable / Negative / Unacceptable)."""
+    """Gate outcome of the two-head run against the baselines: Strong / Acceptable / Negative, or the rule that failed."""
     runtime_agreement: float
     """Share of test pixels where the exported artifact run by terramind_nyc's runtime agrees with the
     Lightning module on both heads (land-cover argmax and building decision), 0..1."""
     threshold: float
     """Buildings threshold chosen on the validation split at export."""
+    distill_lulc_agreement: float = float("nan")
+    """Distilled student vs its land-cover teacher: share of valid test pixels with the same argmax, 0..1."""
+    distill_buildings_agreement: float = float("nan")
+    """Distilled student vs its buildings teacher: share of valid test pixels with the same argmax, 0..1."""
+    distill_gate: str = ""
+    """The student against its teachers: Strong / Acceptable / Negative, or the rule that failed."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time per stage."""
     workdir: str | None = None
@@ -80,7 +94,8 @@ class SelfcheckResult:
     @property
     def ok(self) -> bool:
         return (self.lulc_iou >= TARGET_IOU and self.buildings_iou >= TARGET_IOU
-                and self.runtime_agreement >= TARGET_AGREEMENT)
+                and self.runtime_agreement >= TARGET_AGREEMENT and self.distill_lulc_agreement >= TARGET_DISTILL
+                and self.distill_buildings_agreement >= TARGET_DISTILL)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -93,12 +108,21 @@ class SelfcheckResult:
             f"single     lulc mIoU {self.single_lulc_iou:.4f}   buildings IoU {self.single_buildings_iou:.4f}",
             f"gate       {self.gate}",
             f"export     buildings threshold {self.threshold:.2f}; runtime agreement {100 * self.runtime_agreement:.3f} %",
+            (f"distill    student vs teachers: lulc {100 * self.distill_lulc_agreement:.2f} %, buildings "
+             f"{100 * self.distill_buildings_agreement:.2f} % argmax agreement; gate {self.distill_gate}"),
             (f"fits       {self.steps} steps each, {self.jobs} side by side, {self.threads} thread(s) each, "
              "CPU precision 32-true (IEEE fp32 matmuls)"),
             "seconds    " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()),
-            (f"result     {'PASS' if self.ok else 'FAIL'} (targets: IoU >= {TARGET_IOU}, agreement >= "
-             f"{100 * TARGET_AGREEMENT:.1f} %)"),
+            (f"result     {'PASS' if self.ok else 'FAIL'} (targets: IoU >= {TARGET_IOU}, runtime agreement >= "
+             f"{100 * TARGET_AGREEMENT:.1f} %, student agreement >= {100 * TARGET_DISTILL:.0f} %)"),
         ]
+
+
+def distill_config(data_root: Path, run_dir: Path, steps: int) -> dict[str, Any]:
+    """The LightningCLI config of the self-check's student: the two-head tiny config, learning from teachers."""
+    cfg = selfcheck_config(data_root, run_dir, ["lulc", "buildings"], steps)
+    cfg["model"]["distill"] = {"temperature": 1.0, "weight": 1.0, "label_weight": 0.0}
+    return cfg
 
 
 def selfcheck_config(data_root: Path, run_dir: Path, heads: list[str], steps: int) -> dict[str, Any]:
@@ -220,6 +244,25 @@ def _runtime_agreement(artifact: Path, task: Any, dm: Any, threshold: float) -> 
     return agree / total
 
 
+def _distill(work: Path, data: Path, runs: Path, steps: int, seconds: dict[str, float]) -> Any:
+    """Teachers from the single-task runs, the student distilled from them and gated against them."""
+    from .distill import gate_against_teachers, run_distill
+    from .export import export_run
+
+    t = time.perf_counter()
+    teachers = [f"{h}={export_run(runs / h, work / 'teachers' / h, data=data, device='cpu')['artifact']}"
+                for h in ("lulc", "buildings")]
+    seconds["teachers_export"] = time.perf_counter() - t
+    t = time.perf_counter()
+    config = _write_config(distill_config(data, runs / "student", steps), work / "student.yaml")
+    summary = run_distill(teachers, ["--config", str(config)], labels=False, out=work / "student", progress=False)
+    seconds["distill"] = time.perf_counter() - t
+    t = time.perf_counter()
+    gate, _ = gate_against_teachers(summary.artifact, teachers, data=data, out=work / "student-gate", progress=False)
+    seconds["distill_gate"] = time.perf_counter() - t
+    return gate
+
+
 def run_selfcheck(*, workdir: str | Path | None = None, steps: int | None = None, n_chips: int = 96,
                   jobs: int | None = None, threads: int | None = None) -> SelfcheckResult:
     """Run the self-check; figures in the result (it raises only when a stage breaks).
@@ -259,7 +302,8 @@ def run_selfcheck(*, workdir: str | Path | None = None, steps: int | None = None
         data = write_synthetic_dataset(work / "data", n_chips=n_chips, size=CHIP, class_names=classes, bands=bands)
         seconds["dataset"] = time.perf_counter() - t
         runs = work / "runs"
-        for stale in (runs, work / "gate", work / "artifact"):  # a rerun in the same workdir starts afresh
+        for stale in (runs, work / "gate", work / "artifact", work / "teachers", work / "student",
+                      work / "student-gate", data / "teachers"):  # a rerun in the same workdir starts afresh
             shutil.rmtree(stale, ignore_errors=True)
         runs.mkdir()
         configs = {name: _write_config(selfcheck_config(data, runs / name, list(heads), steps), work / f"{name}.yaml")
@@ -283,11 +327,16 @@ def run_selfcheck(*, workdir: str | Path | None = None, steps: int | None = None
         agreement = _runtime_agreement(Path(summary["artifact"]), task, datamodule_for(data, task),
                                        float(summary["threshold"]))
         seconds["runtime"] = time.perf_counter() - t
+        torch.set_num_threads(cores)  # the student fits alone: every core
+        student = _distill(work, data, runs, steps, seconds)
         lulc, bld = gate.heads["lulc"], gate.heads["buildings"]
         return SelfcheckResult(
             lulc_iou=lulc.multi, buildings_iou=bld.multi, single_lulc_iou=lulc.single,
-            single_buildings_iou=bld.single, gate=gate.verdict, runtime_agreement=agreement,
+            single_buildings_iou=bld.single, gate=gate.outcome, runtime_agreement=agreement,
             threshold=float(summary["threshold"]), seconds={k: round(v, 2) for k, v in seconds.items()},
+            distill_lulc_agreement=student.runs["agreement_with_teacher"]["lulc"],
+            distill_buildings_agreement=student.runs["agreement_with_teacher"]["buildings"],
+            distill_gate=student.outcome,
             workdir=None if tmp is not None else str(work), jobs=jobs, threads=threads, steps=steps,
         )
     finally:

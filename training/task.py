@@ -7,10 +7,17 @@ parameter groups are taken from the live module: encoder parameters at ``lr_enco
 when the encoder is frozen), neck and heads at ``lr_heads``. The feature pyramid is the neck's
 learned one (terramind_nyc.model.network). Loss = sum over heads of ``loss_weights[head] * loss[head]``.
 
+Distillation (batches carrying a teacher cache's ``soft_<head>``, :mod:`training.data`): per head
+``loss[head] = distill.weight * soft_ce(student, teacher; T) + label_weight * label_loss`` with
+``distill = {temperature: T, weight, label_weight}`` (``label_weight`` null: 1 when the datamodule
+feeds labels, 0 when it does not); ``<stage>/<head>_agreement`` logs the share of pixels where the
+student's argmax equals the teacher's.
+
 Logged: ``train/loss``, ``train/<head>_loss``, ``val/loss``, ``val/<head>_loss`` and per head
 ``val/<head>_mIoU``, ``val/<head>_IoU_<class>``, ``val/<head>_F1``, ``val/<head>_pixel_acc``
 (``test/`` likewise). ``configure_callbacks`` adds the best-checkpoint (lowest ``val/loss``,
-``checkpoints/best.ckpt``), early stopping on ``val/loss`` and a learning-rate monitor.
+``checkpoints/best.ckpt``), early stopping on ``val/loss``, a learning-rate monitor and the energy
+estimate of the fit (``energy.json`` in the run, :mod:`training.energy`).
 """
 
 from __future__ import annotations
@@ -27,13 +34,13 @@ from terramind_nyc.model.precision import fp32_matmul_precision
 
 from . import modelconfig
 from .errors import TrainingConfigError
-from .losses import auto_class_weights, build_loss
+from .losses import auto_class_weights, build_loss, soft_cross_entropy
 from .metrics import HeadMetrics
 
 ensure_torchvision_importable()
 import lightning.pytorch as L
 
-__all__ = ["DEFAULT_LOSSES", "FP16_PRECISIONS", "TerraMindTask"]
+__all__ = ["DEFAULT_LOSSES", "DISTILL_DEFAULTS", "FP16_PRECISIONS", "TerraMindTask"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,9 @@ DEFAULT_LOSSES: dict[str, dict[str, Any]] = {
     "lulc": {"name": "ce"},
     "buildings": {"name": "weighted_ce", "weights": "auto"},
 }
+
+#: Distillation defaults (``model.distill``): temperature, weight of the teacher term, weight of the labels.
+DISTILL_DEFAULTS: dict[str, Any] = {"temperature": 1.0, "weight": 1.0, "label_weight": None}
 
 
 class TerraMindTask(L.LightningModule):
@@ -68,6 +78,7 @@ class TerraMindTask(L.LightningModule):
         tile_size: the tile size the model is trained and served at (224 for real data).
         timesteps: T (temporal input) of the model config.
         modalities: encoder modalities (default S2L2A, S1RTC, DEM).
+        distill: distillation options (:data:`DISTILL_DEFAULTS`); used when batches carry teacher outputs.
     """
 
     def __init__(
@@ -88,9 +99,18 @@ class TerraMindTask(L.LightningModule):
         tile_size: int = 224,
         timesteps: int = 1,
         modalities: list[str] | None = None,
+        distill: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        unknown_opts = sorted(set(distill or {}) - set(DISTILL_DEFAULTS))
+        if unknown_opts:
+            raise TrainingConfigError(f"unknown distill option(s) {unknown_opts}; use {sorted(DISTILL_DEFAULTS)}")
+        self.distill = {**DISTILL_DEFAULTS, **(distill or {})}
+        if not float(self.distill["temperature"]) > 0 or not float(self.distill["weight"]) >= 0 or (
+                self.distill["label_weight"] is not None and not float(self.distill["label_weight"]) >= 0):
+            raise TrainingConfigError(f"distill needs temperature > 0 and weights >= 0, got {self.distill}")
+        self._labels_fed = True
         self.config = modelconfig.make_config(encoder=encoder, heads=heads, tile_size=tile_size, timesteps=timesteps,
                                               modalities=modalities, decoder_channels=decoder_channels)
         self.classes: dict[str, list[str]] = modelconfig.head_classes(self.config)
@@ -174,8 +194,19 @@ class TerraMindTask(L.LightningModule):
                     f"head {h!r}: the dataset's classes {data_classes[h]} differ from the model's {self.classes[h]} "
                     "(names and order must match)"
                 )
+        self._labels_fed = bool(getattr(dm, "labels", True))
+        if getattr(dm, "soft_targets", None):
+            from .teachers import read_manifest
+
+            taught = read_manifest(dm.soft_targets).get("classes", {})
+            for h in self.head_names:
+                if h in taught and list(taught[h]) != self.classes[h]:
+                    raise TrainingConfigError(f"head {h!r}: the teacher's classes {taught[h]} differ from the "
+                                              f"student's {self.classes[h]}")
         if stage == "fit":
             dm.verify(("train", "val"))
+        if self._label_weight() == 0.0 and getattr(dm, "soft_targets", None):
+            return  # the teachers alone: no label loss, no class weights to count
         auto = [h for h, loss in self.losses.items() if getattr(loss, "auto_weights", False)]
         if auto:
             if any(h not in dm.class_counts for h in auto):
@@ -195,8 +226,23 @@ class TerraMindTask(L.LightningModule):
         """Softmax probabilities per head (eval mode is the caller's business)."""
         return {h: v.float().softmax(dim=1) for h, v in self(inputs).items()}
 
+    def _label_weight(self) -> float:
+        lw = self.distill["label_weight"]
+        return (1.0 if self._labels_fed else 0.0) if lw is None else float(lw)
+
+    def _head_loss(self, h: str, out: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        soft = targets.get(f"soft_{h}")
+        if soft is None:
+            return self.losses[h](out, targets[h])  # type: ignore[no-any-return]
+        kd = soft_cross_entropy(out, soft, targets["soft_valid"], temperature=float(self.distill["temperature"]))
+        loss = float(self.distill["weight"]) * kd
+        lw = self._label_weight()
+        if lw > 0:
+            loss = loss + lw * self.losses[h](out, targets[h])
+        return loss
+
     def _losses(self, out: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {h: self.losses[h](out[h], targets[h]) for h in self.head_names}
+        parts = {h: self._head_loss(h, out[h], targets) for h in self.head_names}
         total = sum((self.loss_weights[h] * parts[h] for h in self.head_names), torch.zeros((), device=self.device))
         return total, parts
 
@@ -218,7 +264,13 @@ class TerraMindTask(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for h, v in parts.items():
             self.log(f"{stage}/{h}_loss", v, batch_size=bs, sync_dist=True)
-            self._head_metrics(stage, h).update(out[h].argmax(dim=1), targets[h])
+            pred = out[h].argmax(dim=1)
+            self._head_metrics(stage, h).update(pred, targets[h])
+            soft = targets.get(f"soft_{h}")
+            if soft is not None:
+                valid = targets["soft_valid"]
+                same = ((pred == soft.argmax(dim=1)) & valid).sum().float() / valid.sum().clamp_min(1)
+                self.log(f"{stage}/{h}_agreement", same, batch_size=int(valid.sum().item()) or 1, sync_dist=True)
         return loss
 
     def _head_metrics(self, stage: str, head: str) -> HeadMetrics:
@@ -267,6 +319,8 @@ class TerraMindTask(L.LightningModule):
     def configure_callbacks(self) -> list[Any]:
         from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+        from .energy import EnergyCallback
+
         cbs: list[Any] = []
         checkpointing = self._trainer is None or bool(self.trainer.checkpoint_callbacks)
         if checkpointing:  # replaces Lightning's default checkpoint callback (not added when it is disabled)
@@ -277,4 +331,6 @@ class TerraMindTask(L.LightningModule):
                                      check_on_train_epoch_end=False))
         if self._trainer is not None and self.trainer.logger is not None:
             cbs.append(LearningRateMonitor(logging_interval="epoch"))
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        cbs.append(EnergyCallback(stage="distill" if getattr(dm, "soft_targets", None) else "fit"))
         return cbs
