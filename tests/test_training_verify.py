@@ -31,12 +31,11 @@ def artifact_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 def test_a_model_scored_against_itself_agrees_everywhere(artifact_and_data: tuple[Path, Path]) -> None:
     """The student *is* its teacher: agreement 1, every delta 0, so the gate says Strong."""
     from terramind_nyc.model.backends import load_runtime
-
     from training.distill import gate_against_teachers
     from training.scoring import evaluate_artifact
 
     art, data = artifact_and_data
-    result, (js, md) = gate_against_teachers(art, [str(art)], data=data, out=art.parent / "self-gate", progress=False)
+    result, _ = gate_against_teachers(art, [str(art)], data=data, out=art.parent / "self-gate", progress=False)
     assert result.verdict == "Strong" and result.runs["agreement_with_teacher"] == {"lulc": 1.0, "buildings": 1.0}
     assert all(c.delta_pp == 0.0 for c in result.heads.values())
     ev = evaluate_artifact(load_runtime(str(art), backend="torch", device="cpu", precision="fp32"), data, "test",
@@ -54,7 +53,7 @@ def test_verify_writes_the_report_the_card_and_the_panels(artifact_and_data: tup
     out: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["ok"] is True, out
     assert out["finite"]["bad"] == [] and out["round_trip"]["identical"] is True
-    rows = {r["backend"]: r for r in out["backends"]["rows"]}
+    rows = out["backends"]["backends"]
     assert rows["onnx"]["skipped"] is None and min(rows["onnx"]["agreement"].values()) >= 0.999
     assert out["gate"]["verdict"] == "Strong"
     assert len(out["sniff"]["rows"]) == 10 and all(Path(r["quicklook"]).is_file() for r in out["sniff"]["rows"])

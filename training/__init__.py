@@ -1,4 +1,5 @@
-"""Training for terramind_nyc: dataset build, datamodule, two-head task, eval gate, export.
+"""Training for terramind_nyc: dataset build, datamodule, two-head task, eval gate, export, distillation,
+verification before publication.
 
 Run from a checkout as ``python -m training <command>``:
 
@@ -6,6 +7,9 @@ Run from a checkout as ``python -m training <command>``:
     python -m training fit --config training/configs/multihead_base.yaml
     python -m training gate --multi runs/multihead_base --lulc runs/lulc_base --buildings runs/buildings_base
     python -m training export runs/multihead_base --out artifacts/terramind-nyc-multihead-base
+    python -m training distill --teachers artifacts/nyc-adapters --config training/configs/distill_base.yaml
+    python -m training gate --student artifacts/student --teachers artifacts/nyc-adapters --data data/nyc
+    python -m training verify artifacts/student --data data/nyc --teachers artifacts/nyc-adapters
     python -m training selfcheck --json
     python -m training synthetic-dataset --out /tmp/smoke --size 224   # data for smoke runs of the tiny configs
 

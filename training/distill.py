@@ -11,7 +11,8 @@ Distillation::
    one shared encoder and both heads) is fitted through LightningCLI on the cached probabilities
    (``model.distill``: temperature, weight), mixed with the labels when ``--labels`` is given;
 3. the best checkpoint (lowest ``val/loss``) is exported as a ``terramind_nyc`` artifact carrying the
-   teachers' buildings threshold, the teachers' identities, the distillation options and the energy
+   buildings threshold (chosen on the validation labels when the dataset has them, as ``export`` does,
+   else the buildings teacher's), the teachers' identities, the distillation options and the energy
    estimate of the fit.
 
 The gate (:func:`gate_against_teachers`) scores the student artifact and every teacher on the
@@ -50,7 +51,7 @@ class DistillSummary:
     teachers: dict[str, dict[str, Any]]
     """Head -> the teacher's identity (source, name, version, sha256, classes, threshold)."""
     threshold: float | None
-    """Buildings threshold the student decides at (its teacher's)."""
+    """Buildings threshold the student decides at (chosen on the validation labels, else its teacher's)."""
     labels: bool
     """Whether the labels were mixed in."""
     test: dict[str, float | None] = field(default_factory=dict)
@@ -90,7 +91,10 @@ def run_distill(teachers: Sequence[str], lightning_args: Sequence[str], *, label
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
     if not best:
         raise TrainingConfigError(f"the distillation in {run_dir} wrote no checkpoint (is validation disabled?)")
-    threshold = teach.threshold("buildings") if "buildings" in teach.sources else None
+    # the buildings threshold: chosen on the validation labels where there are some (as export does), else
+    # the teacher's (a softer student may want another one: the gate then shows it)
+    threshold = None if _labelled(dm.root, "val") else (
+        teach.threshold("buildings") if "buildings" in teach.sources else None)
     info = {h: teach.info(h) for h in teach.sources}
     extra = {"distillation": {"teachers": info, "cache": str(cache), "labels": bool(labels),
                               "options": dict(task.distill)}}
@@ -101,6 +105,13 @@ def run_distill(teachers: Sequence[str], lightning_args: Sequence[str], *, label
     return DistillSummary(run=str(run_dir), cache=str(cache), artifact=str(summary["artifact"]), teachers=info,
                           threshold=threshold, labels=bool(labels), test=dict(summary["test"]),
                           seconds={k: round(v, 2) for k, v in seconds.items()})
+
+
+def _labelled(root: str | Path, split: str) -> bool:
+    from .layout import DatasetIndex
+
+    chips = DatasetIndex.load(root).ok(split)
+    return bool(chips) and all("buildings" in c.files for c in chips)
 
 
 def gate_against_teachers(student: str | Path, teachers: Sequence[str] | Any, *, data: str | Path,

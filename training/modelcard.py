@@ -61,7 +61,7 @@ def _backends(report: Any) -> list[str]:
     lines = [f"CPU: {b.cpu}; bf16 flags: {', '.join(b.cpu_flags) or 'none'}; {b.samples} test chips, IEEE fp32.", "",
              "| backend | argmax agreement with torch (%) | max abs prob. difference | s / chip | Mpx / s | note |",
              "|---|---|---|---|---|---|"]
-    for r in b.rows:
+    for r in b.backends.values():
         agree = ", ".join(f"{h} {_pct(v, 3)}" for h, v in r.agreement.items()) or "-"
         diff = ", ".join(f"{h} {v:.2e}" for h, v in r.max_abs_diff.items()) or "-"
         sec = "-" if r.seconds_per_chip is None or not math.isfinite(r.seconds_per_chip) else f"{r.seconds_per_chip:.3f}"
@@ -148,7 +148,8 @@ def card_markdown(report: Any, config: Any, index: Any) -> str:
              (f"One TerraMind encoder (`{config.encoder}`) shared by {len(config.heads)} head(s): {heads}. "
               f"Tiles of {config.tile_size} px at 10 m; inputs {mods}."), "",
              "```python", "from terramind_nyc import fetch, Settings",
-             f"r = fetch(40.7484, -73.9857, settings=Settings(checkpoint=\"{Path(report.artifact).name}\"))",
+             f"s = Settings(checkpoint=\"{Path(report.artifact).name}\")  # this folder, or its hub repo id",
+             "r = fetch(40.7484, -73.9857, settings=s)",
              "r.building_density, r.lulc_fractions", "```", "", "## Training data", "", *_data(config, index), "",
              "## Evaluation (test split)", "", *_metrics_table(report), "", "## Gate", "", *_gate(report), "",
              "## Verification", "", *_checks(report), "", "## Energy", "", *_energy_lines(report.energy), "",
