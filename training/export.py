@@ -34,8 +34,8 @@ def export_run(run: str | Path, out: str | Path, *, data: str | Path | None = No
                extra_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export ``run`` to an artifact directory ``out``; return a JSON-safe summary.
 
-    ``threshold``: the buildings threshold to keep (a distilled student keeps its teacher's) instead
-    of the one chosen on the validation split. ``extra_provenance``: more training provenance (e.g. the
+    ``threshold``: the buildings threshold to keep (a student distilled on data without validation
+    labels keeps its teacher's) instead of the one chosen on the validation split. ``extra_provenance``: more training provenance (e.g. the
     teachers), merged into the config's ``training``. The run's ``energy.json`` (fit / distill
     energy estimates) is recorded as ``training.energy``.
     """

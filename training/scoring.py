@@ -94,7 +94,7 @@ def evaluate_artifact(runtime: Any, data: str | os.PathLike[str], split: str = "
     if not chips:
         raise TrainingConfigError(f"the {split} split of {root} is empty")
     bands = {m: len(b) for m, b in dict(index.meta.get("modalities") or {}).items() if m in info.modalities}
-    ds = ChipDataset(root, chips, bands=bands, heads=names if labels else [], standardise=lambda a, v: a,
+    ds = ChipDataset(root, chips, bands=bands, heads=names, standardise=lambda a, v: a,
                      labels=labels, soft_targets=None if labels or cache is None else Path(cache))
     thresholds = {h: (float(info.heads[h]["threshold"]) if len(info.heads[h]["classes"]) == 2
                       and info.heads[h].get("threshold") is not None else None) for h in names}
