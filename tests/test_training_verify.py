@@ -42,6 +42,13 @@ def test_a_model_scored_against_itself_agrees_everywhere(artifact_and_data: tupl
                            progress=False)
     assert ev.chips > 0 and set(ev.calibration) == {"lulc", "buildings"} and ev.thresholds["lulc"] is None
     assert 0.0 <= ev.calibration["lulc"].ece <= 1.0 and "lulc_mIoU" in ev.metrics and "buildings_IoU_building" in ev.metrics
+    # without labels the teacher's decisions are the targets: scored against its own cache, everything agrees
+    from training.teachers import cache_teacher_outputs, load_teachers
+
+    cache = cache_teacher_outputs(load_teachers([str(art)]), data, splits=("test",), progress=False)
+    rt = load_runtime(str(art), backend="torch", device="cpu", precision="fp32")
+    free = evaluate_artifact(rt, data, "test", cache=cache, labels=False, progress=False)
+    assert free.agreement == {"lulc": 1.0, "buildings": 1.0} and free.metrics["lulc_pixel_acc"] == 1.0
 
 
 @pytest.mark.slow
