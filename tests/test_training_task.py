@@ -253,6 +253,38 @@ def test_frozen_encoder_and_single_head(dataset: Path, tmp_path: Path) -> None:
     assert _changed(head, task.network.heads["buildings"]) > 0
 
 
+def test_lora_trains_the_factors_not_the_encoder_and_the_artifact_serves_them(dataset: Path, tmp_path: Path) -> None:
+    from terramind_nyc.model.artifact import load_artifact
+
+    task = TerraMindTask(**TINY, lora={"rank": 4, "alpha": 8})
+    net = task.network
+    assert task.freeze_encoder and all(not p.requires_grad for p in net.encoder.parameters())
+    assert [g["name"] for g in task.param_groups()] == ["heads"]  # LoRA factors train with neck and heads
+    enc, factors = _snapshot(net.encoder), _snapshot(net.lora)
+    _trainer(tmp_path, max_steps=3).fit(task, datamodule=NYCDataModule(str(dataset), batch_size=2))
+    assert _changed(enc, net.encoder) == 0 and _changed(factors, net.lora) > 0
+    x = {"S2L2A": torch.randn(1, 12, 64, 64), "S1RTC": torch.randn(1, 2, 64, 64), "DEM": torch.randn(1, 1, 64, 64)}
+    task.eval()
+    task.on_validation_epoch_start()  # eval mode runs the merged copy, re-merged from the trained factors
+    (merged,) = net.merged_encoders().values()
+    spec = net.config.encoders[0].lora
+    qkv = merged.encoder[0].attn.qkv.weight
+    pair = net.lora[net.config.encoders[0].name][0]["attn_qkv"]
+    want_w = net.encoder.encoder[0].attn.qkv.weight + spec.scale * pair.lora_B @ pair.lora_A
+    assert torch.allclose(qkv, want_w, atol=1e-6) and not torch.equal(qkv, net.encoder.encoder[0].attn.qkv.weight)
+    with torch.inference_mode():
+        want = task(x)
+    path = modelconfig.save_artifact(net.cpu(), task.config, tmp_path / "artifact")
+    art = load_artifact(path)
+    assert art.config.encoders[0].lora is not None and art.config.encoders[0].lora.rank == 4
+    with torch.inference_mode():
+        got = art.network(x)
+    for h in ("lulc", "buildings"):
+        assert torch.allclose(got[h], want[h], atol=1e-4)
+    with pytest.raises(TrainingConfigError, match="rank"):
+        TerraMindTask(**TINY, lora={"rank": 0})
+
+
 # ----------------------------------------------------------------------------------------
 # the CLI entry points
 # ----------------------------------------------------------------------------------------

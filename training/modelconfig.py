@@ -11,6 +11,7 @@ and converts; it holds no second copy of any of them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "finalise_config",
     "forward",
     "head_classes",
+    "lora_spec",
     "load_runtime",
     "make_config",
     "runtime_probabilities",
@@ -51,10 +53,30 @@ def default_classes_and_bands() -> tuple[dict[str, list[str]], dict[str, list[st
     return {h.name: list(h.classes) for h in c.heads}, {m.name: list(m.bands) for m in c.modalities}
 
 
+def lora_spec(lora: Mapping[str, Any] | None) -> Any:
+    """``{rank, alpha, targets}`` (targets default ``attn.qkv``, ``attn.proj``) as a LoraSpec, or None."""
+    from terramind_nyc.model.specs import LORA_TARGETS, LoraSpec
+
+    if lora is None:
+        return None
+    unknown = sorted(set(lora) - {"rank", "alpha", "targets"})
+    if unknown or "rank" not in lora:
+        raise TrainingConfigError(f"model.lora takes rank, alpha and targets, got {dict(lora)}")
+    rank, alpha = lora["rank"], lora.get("alpha", 2 * lora["rank"])
+    targets = tuple(lora.get("targets") or LORA_TARGETS)
+    if not isinstance(rank, int) or rank < 1 or not float(alpha) > 0 or not set(targets) <= set(LORA_TARGETS):
+        raise TrainingConfigError(f"model.lora needs rank >= 1, alpha > 0 and targets among {list(LORA_TARGETS)}, "
+                                  f"got {dict(lora)}")
+    return LoraSpec(rank=rank, alpha=float(alpha), targets=targets)
+
+
 def make_config(*, encoder: str, heads: Sequence[str] | None, tile_size: int, timesteps: int,
                 modalities: Sequence[str] | None, decoder_channels: Sequence[int] | None,
-                temporal_pooling: str = "mean") -> ModelConfig:
+                temporal_pooling: str = "mean", lora: Mapping[str, Any] | None = None) -> ModelConfig:
     """The default config restricted to ``heads`` and ``modalities``, with the given architecture.
+
+    ``lora``: the shared encoder carries a trainable low-rank delta on its attention weights (the
+    mechanism the published adapters use, :class:`terramind_nyc.model.specs.LoraSpec`).
 
     Raises :class:`TrainingConfigError` for an unknown encoder, head or modality, or any field
     the config schema refuses.
@@ -77,8 +99,10 @@ def make_config(*, encoder: str, heads: Sequence[str] | None, tile_size: int, ti
     if unknown or not mods:
         raise TrainingConfigError(f"unknown or no modalities {unknown or mods}; choose from {list(known_mods)}")
     name = "terramind-nyc-multihead" if len(names) > 1 else f"terramind-nyc-{names[0]}"
+    spec = lora_spec(lora)
     try:
         return base.replace(
+            encoders=tuple(dataclasses.replace(e, lora=spec) for e in base.encoders),
             name=name, encoder=encoder, heads=tuple(known_heads[h] for h in names),
             modalities=tuple(known_mods[m] for m in mods), tile_size=int(tile_size), timesteps=int(timesteps),
             temporal_pooling=temporal_pooling,

@@ -70,6 +70,9 @@ class TerraMindTask(L.LightningModule):
         lr_heads: learning rate of the neck and heads.
         weight_decay: AdamW weight decay.
         freeze_encoder: keep the encoder's weights fixed (only neck and heads train).
+        lora: ``{rank, alpha, targets}``: keep the encoder's weights fixed and train a low-rank delta on
+            its attention layers (``W + alpha / rank * B @ A``, the published adapters' form) with the
+            neck and heads; the artifact stores the base weights and the factors, merged when loaded.
         scheduler_patience: ReduceLROnPlateau patience (validation epochs) on ``val/loss``.
         scheduler_factor: ReduceLROnPlateau factor.
         early_stopping_patience: validation epochs without ``val/loss`` improvement before stopping
@@ -100,6 +103,7 @@ class TerraMindTask(L.LightningModule):
         timesteps: int = 1,
         modalities: list[str] | None = None,
         distill: dict[str, Any] | None = None,
+        lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -112,7 +116,7 @@ class TerraMindTask(L.LightningModule):
             raise TrainingConfigError(f"distill needs temperature > 0 and weights >= 0, got {self.distill}")
         self._labels_fed = True
         self.config = modelconfig.make_config(encoder=encoder, heads=heads, tile_size=tile_size, timesteps=timesteps,
-                                              modalities=modalities, decoder_channels=decoder_channels)
+                                              modalities=modalities, decoder_channels=decoder_channels, lora=lora)
         self.classes: dict[str, list[str]] = modelconfig.head_classes(self.config)
         self.head_names = list(self.classes)
         losses = {h: dict(DEFAULT_LOSSES.get(h, {"name": "ce"})) for h in self.head_names} if losses is None else losses
@@ -146,8 +150,9 @@ class TerraMindTask(L.LightningModule):
                                         gamma=float(spec.get("gamma", 2.0)), head=h)
         # the network, and so every head, exists before configure_optimizers runs
         self.network = modelconfig.build_network(self.config, pretrained=pretrained)
-        self.freeze_encoder = freeze_encoder
-        if freeze_encoder:
+        self.uses_lora = any(e.lora is not None for e in self.config.encoders)
+        self.freeze_encoder = freeze_encoder or self.uses_lora
+        if self.freeze_encoder:
             for p in modelconfig.encoder_of(self.network).parameters():
                 p.requires_grad_(False)
         self.metrics = nn.ModuleDict({
@@ -295,6 +300,25 @@ class TerraMindTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    # --- LoRA: the merged encoder that eval mode runs follows the trained factors ----------------
+    def _merge_lora(self) -> None:
+        if self.uses_lora:
+            self.network.merge_lora()
+
+    def on_validation_epoch_start(self) -> None:
+        self._merge_lora()
+
+    def on_test_epoch_start(self) -> None:
+        self._merge_lora()
+
+    def on_predict_epoch_start(self) -> None:
+        self._merge_lora()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._merge_lora()
+        return result
 
     # --- optimisation ---------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
