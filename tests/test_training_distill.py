@@ -200,3 +200,32 @@ def test_distill_refuses_teachers_without_the_students_heads(world: dict[str, Pa
     cfg = _student_config(world["data"], tmp_path / "runs" / "s", steps=1)
     assert main(["distill", "--teachers", str(world["lulc"]), "--config", str(cfg)]) == 2
     assert "no teacher for head(s) ['buildings']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_converted_adapters_teach_with_their_own_preprocessing(world: dict[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Synthetic stand-ins of the published adapters, converted as users convert the real ones: one teacher
+    artifact with a LoRA encoder per head, 256 px tiles, ImpactMesh statistics and linear S1 (its config)."""
+    from terramind_nyc.model.convert_adapters import import_adapters
+    from terramind_nyc.testing.adapters import write_synthetic_adapters
+
+    from training.teachers import cache_teacher_outputs, load_teachers, read_manifest, read_soft_targets
+
+    base, adapters = write_synthetic_adapters(tmp_path / "repos", encoder="terramind_v1_tiny",
+                                              decoder_channels=(32, 16, 16, 8))
+    teacher = import_adapters(tmp_path / "adapters", adapters=str(adapters), base=str(base),
+                              encoder="terramind_v1_tiny")
+    teach = load_teachers([str(teacher)])
+    assert teach.runtimes["lulc"] is teach.runtimes["buildings"]  # one artifact, both heads
+    info = teach.info("lulc")
+    assert info["tile_size"] == 256 and info["preprocessing"]  # its own preprocessing, recorded in the cache
+    cache = cache_teacher_outputs(teach, world["data"], splits=("test",), progress=False)
+    assert read_manifest(cache)["teachers"]["buildings"]["tile_size"] == 256
+    soft = read_soft_targets(cache, next(iter(sorted(p.stem for p in cache.glob("*.safetensors")))))
+    assert soft["lulc"].shape == (5, CHIP, CHIP) and np.allclose(soft["lulc"].sum(0), 1.0, atol=1e-2)
+    cfg = _student_config(world["data"], tmp_path / "runs" / "student", steps=2)
+    assert main(["-q", "distill", "--teachers", str(teacher), "--out", str(tmp_path / "student"), "--no-progress",
+                 "--json", "--config", str(cfg)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["teachers"]) == {"lulc", "buildings"} and summary["teachers"]["lulc"]["tile_size"] == 256
