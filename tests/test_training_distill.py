@@ -209,7 +209,6 @@ def test_the_converted_adapters_teach_with_their_own_preprocessing(world: dict[s
     artifact with a LoRA encoder per head, 256 px tiles, ImpactMesh statistics and linear S1 (its config)."""
     from terramind_nyc.model.convert_adapters import import_adapters
     from terramind_nyc.testing.adapters import write_synthetic_adapters
-
     from training.teachers import cache_teacher_outputs, load_teachers, read_manifest, read_soft_targets
 
     base, adapters = write_synthetic_adapters(tmp_path / "repos", encoder="terramind_v1_tiny",
