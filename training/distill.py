@@ -115,11 +115,13 @@ def _labelled(root: str | Path, split: str) -> bool:
 
 
 def gate_against_teachers(student: str | Path, teachers: Sequence[str] | Any, *, data: str | Path,
-                          out: str | Path | None = None, device: str = "cpu",
-                          progress: bool | None = None) -> tuple[GateResult, tuple[Path, Path]]:
+                          out: str | Path | None = None, device: str = "cpu", progress: bool | None = None,
+                          student_eval: Any = None) -> tuple[GateResult, tuple[Path, Path]]:
     """Score the student artifact and its teachers on the test split; the seed's verdict (module docstring).
 
     ``teachers``: artifact specs (``PATH`` or ``HEAD=PATH``) or loaded :class:`training.teachers.Teachers`.
+    ``student_eval``: the student's :class:`training.scoring.ArtifactEvaluation` on the test split with
+    these teachers' cache, when the caller has it already (``verify``), so it is not scored twice.
     """
     from terramind_nyc.model.backends import load_runtime
 
@@ -132,7 +134,8 @@ def gate_against_teachers(student: str | Path, teachers: Sequence[str] | Any, *,
     missing = [h for h in teach.sources if h not in rt.model_info().heads]
     if missing:
         raise TrainingConfigError(f"the student {student} lacks head(s) {missing} that the teachers have")
-    ev = evaluate_artifact(rt, data, "test", heads=list(teach.sources), cache=cache, progress=progress)
+    ev = student_eval if student_eval is not None else evaluate_artifact(
+        rt, data, "test", heads=list(teach.sources), cache=cache, progress=progress)
     singles: dict[str, dict[str, float]] = {}
     scored: dict[int, Any] = {}
     for h, trt in teach.runtimes.items():

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,3 @@ def evaluate_artifact(runtime: Any, data: str | os.PathLike[str], split: str = "
                               calibration={h: c.result() for h, c in calib.items()}, chips=len(chips),
                               pixels=pixels, seconds=time.perf_counter() - t0)
 
-
-def head_metrics(ev: ArtifactEvaluation, head: str) -> Mapping[str, float]:
-    """The metrics of one head."""
-    return {k: v for k, v in ev.metrics.items() if k.startswith(f"{head}_")}

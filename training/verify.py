@@ -145,8 +145,9 @@ def verify_artifact(artifact: str | os.PathLike[str], *, data: str | os.PathLike
 
             teach = load_teachers(teachers)
             cache = cache_teacher_outputs(teach, root, splits=("test",), progress=progress)
-            gate, _ = gate_against_teachers(path, teach, data=root, out=out, progress=progress)
         test = evaluate_artifact(rt, root, "test", cache=cache, progress=progress)
+        if teachers:
+            gate, _ = gate_against_teachers(path, teach, data=root, out=out, progress=progress, student_eval=test)
         diagram = reliability_diagram(test.calibration, out / "reliability.png",
                                       title=f"{rt.model_info().checkpoint.get('name')}: test split")
         sn = None
